@@ -1,0 +1,368 @@
+"""The Redis channel: everything that touches Redis, in one place.
+
+Workers and the coordinator never talk to Redis directly; they hold a
+:class:`WorkerChannel` or a :class:`CoordinatorChannel`. Keys of one experiment
+share the prefix ``maggy:{<experiment_id>}:`` (the braces are a Redis Cluster hash
+tag, so all of an experiment's keys live in one slot):
+
+=================  ===========  ==================================================
+key                type         use
+=================  ===========  ==================================================
+``meta``           hash         state, epoch, heartbeat interval, counts, best
+``events``         stream       workers -> coordinator, read by one consumer group
+``assign:<w>``     list         coordinator -> worker ``w``: next trial, or done
+``workers``        sorted set   worker id -> last heartbeat (unix time)
+``ctl``            hash         trial id -> ``STOP``; read on every report
+``keys``           set          every key made, so the end can expire them all
+=================  ===========  ==================================================
+
+Messages are JSON objects with a schema version ``v``; nothing is pickled, so
+whoever can write to Redis cannot make a worker or the coordinator run code. A
+message that does not decode, has another version or lacks a field raises
+:class:`~maggy_core.exceptions.MessageError` naming the field.
+
+Clients are made lazily on first use and dropped when pickled, so a channel
+object may be handed to a Spark task without carrying a socket along.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from maggy_core.exceptions import MessageError
+
+SCHEMA_VERSION = 1
+GROUP = "coordinator"
+STOP = "STOP"
+
+# Required fields (beyond ``v`` and ``type``) of every message type, with the JSON
+# types each may have. Events flow worker -> coordinator; assignments the other way.
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_TRIAL_FIELDS: dict[str, tuple[type, ...]] = {
+    "worker": (str,),
+    "epoch": (int,),
+    "trial": (str,),
+    "attempt": (int,),
+    "seq": (int,),
+}
+MESSAGE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "register": {"worker": (str,), "epoch": (int,), "host": (str,), "pid": (int,)},
+    "metric": {**_TRIAL_FIELDS, "step": (int,), "value": _NUM},
+    "log": {**_TRIAL_FIELDS, "msg": (str,)},
+    "final": {
+        **_TRIAL_FIELDS,
+        "status": (str,),
+        "metric": _OPT_NUM,
+        "metrics": (dict,),
+        "start": _NUM,
+        "duration": _NUM,
+    },
+    "error": {**_TRIAL_FIELDS, "error": (str,), "traceback": (str,), "start": _NUM, "duration": _NUM},
+    "bye": {"worker": (str,), "epoch": (int,), "busy": _NUM, "trials": (int,)},
+    "trial": {
+        "trial": (str,),
+        "attempt": (int,),
+        "params": (dict,),
+        "budget": _OPT_NUM,
+    },
+    "done": {"reason": (str,)},
+}
+FINAL_STATUSES = ("finished", "early_stopped")
+
+
+def encode(message: Mapping[str, Any]) -> str:
+    """Serialise a message to JSON, adding the schema version.
+
+    Raises:
+        MessageError: the message is not valid for its type (checked with
+            :func:`decode`'s rules, so a bad message never leaves the process).
+    """
+    body = {"v": SCHEMA_VERSION, **message}
+    validate(body)
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def decode(raw: str | bytes) -> dict[str, Any]:
+    """Parse and validate one message.
+
+    Raises:
+        MessageError: not JSON, not an object, another schema version, an unknown
+            type, or a missing or mistyped field (the message names it).
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageError(f"message is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MessageError(f"message must be a JSON object, got {type(body).__name__}")
+    validate(body)
+    return body
+
+
+def validate(body: Mapping[str, Any]) -> None:
+    """Check a decoded message against :data:`MESSAGE_FIELDS`."""
+    if body.get("v") != SCHEMA_VERSION:
+        raise MessageError(f"field 'v': schema version must be {SCHEMA_VERSION}, got {body.get('v')!r}")
+    kind = body.get("type")
+    if kind not in MESSAGE_FIELDS:
+        raise MessageError(f"field 'type': must be one of {sorted(MESSAGE_FIELDS)}, got {kind!r}")
+    for name, types in MESSAGE_FIELDS[kind].items():
+        if name not in body:
+            raise MessageError(f"field '{name}': missing in a {kind!r} message")
+        value = body[name]
+        # bool is an int in Python, never in our messages.
+        if isinstance(value, bool) or not isinstance(value, types):
+            allowed = "/".join("null" if t is type(None) else t.__name__ for t in types)
+            raise MessageError(f"field '{name}' of a {kind!r} message: must be {allowed}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise MessageError(f"field '{name}' of a {kind!r} message: must be finite, got {value!r}")
+    if kind == "final" and body["status"] not in FINAL_STATUSES:
+        raise MessageError(f"field 'status' of a 'final' message: must be one of {FINAL_STATUSES}, got {body['status']!r}")
+
+
+def key_prefix(experiment_id: str) -> str:
+    """The prefix of every key of one experiment (with a cluster hash tag)."""
+    return f"maggy:{{{experiment_id}}}:"
+
+
+def connect(url: str):  # -> redis.Redis
+    """A Redis client that reconnects with bounded exponential backoff.
+
+    Socket timeouts are longer than the longest blocking read we issue (1 s), so a
+    blocking read never looks like a dead connection.
+    """
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=15,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=10),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
+class _Channel:
+    """Shared plumbing: lazy client, key names, pickling without a socket."""
+
+    def __init__(self, url: str, experiment_id: str) -> None:
+        self.url = url
+        self.experiment_id = experiment_id
+        self.prefix = key_prefix(experiment_id)
+        self._client: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        return state
+
+    @property
+    def client(self):  # -> redis.Redis
+        if self._client is None:
+            self._client = connect(self.url)
+        return self._client
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def assign_key(self, worker: str) -> str:
+        return self.key(f"assign:{worker}")
+
+    def meta(self) -> dict[str, str]:
+        """The experiment's ``meta`` hash, decoded to strings."""
+        raw = self.client.hgetall(self.key("meta"))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class WorkerChannel(_Channel):
+    """A worker's side of the channel. One per Spark task; not thread-safe except
+    for :meth:`heartbeat`, which uses its own client (the heartbeat thread must not
+    wait behind a blocking read of the main thread)."""
+
+    def __init__(self, url: str, experiment_id: str, worker: str, epoch: int) -> None:
+        super().__init__(url, experiment_id)
+        self.worker = worker
+        self.epoch = epoch
+        self._hb_client: Any = None
+        self._seq = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_hb_client"] = None
+        return state
+
+    def _event(self, kind: str, **fields: Any) -> str:
+        self._seq += 1
+        return encode({"type": kind, "worker": self.worker, "epoch": self.epoch, "seq": self._seq, **fields})
+
+    def send(self, kind: str, **fields: Any) -> None:
+        """Append one event to the experiment's event stream."""
+        self.client.xadd(self.key("events"), {"m": self._event(kind, **fields)})
+
+    def register(self, host: str, pid: int) -> None:
+        self.heartbeat()
+        self.client.xadd(
+            self.key("events"),
+            {"m": encode({"type": "register", "worker": self.worker, "epoch": self.epoch, "host": host, "pid": pid})},
+        )
+
+    def report(self, trial: str, attempt: int, step: int, value: float) -> bool:
+        """Send a metric and read the trial's stop flag in one round trip.
+
+        Returns:
+            True when the coordinator has asked this trial to stop.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(
+            self.key("events"),
+            {"m": self._event("metric", trial=trial, attempt=attempt, step=step, value=value)},
+        )
+        pipe.hget(self.key("ctl"), trial)
+        _, flag = pipe.execute()
+        return flag == STOP.encode()
+
+    def stop_requested(self, trial: str) -> bool:
+        return self.client.hget(self.key("ctl"), trial) == STOP.encode()
+
+    def heartbeat(self) -> None:
+        if self._hb_client is None:
+            self._hb_client = connect(self.url)
+        self._hb_client.zadd(self.key("workers"), {self.worker: time.time()})
+
+    def next_message(self, timeout: float = 1.0) -> dict[str, Any] | None:
+        """Block up to ``timeout`` seconds for the next assignment.
+
+        Returns:
+            The decoded message (``trial`` or ``done``), or None on timeout.
+        """
+        item = self.client.blpop([self.assign_key(self.worker)], timeout=timeout)
+        if item is None:
+            return None
+        return decode(item[1])
+
+    def experiment_state(self) -> str | None:
+        raw = self.client.hget(self.key("meta"), "state")
+        return raw.decode() if raw is not None else None
+
+    def close(self) -> None:
+        super().close()
+        if self._hb_client is not None:
+            self._hb_client.close()
+            self._hb_client = None
+
+
+class CoordinatorChannel(_Channel):
+    """The coordinator's side of the channel. Used from one thread only."""
+
+    CONSUMER = "c"
+
+    def __init__(self, url: str, experiment_id: str) -> None:
+        super().__init__(url, experiment_id)
+        self._acked_since_trim = 0
+        self._last_acked: bytes | None = None
+
+    def open(self, epoch: int, meta: Mapping[str, Any]) -> None:
+        """Start a fresh channel for a coordinator epoch.
+
+        Whatever an earlier coordinator of the same experiment left in Redis is
+        dropped: the journal, not Redis, is the record of what happened, and
+        workers of an earlier epoch are told apart by the epoch in their events.
+        """
+        c = self.client
+        old = [k.decode() for k in c.smembers(self.key("keys"))]
+        if old:
+            c.delete(*old)
+        c.delete(self.key("keys"))
+        self.set_meta(epoch=epoch, **meta)
+        c.xgroup_create(self.key("events"), GROUP, id="0", mkstream=True)
+        self._track(self.key("events"), self.key("meta"), self.key("workers"), self.key("ctl"))
+
+    def _track(self, *keys: str) -> None:
+        self.client.sadd(self.key("keys"), *keys)
+
+    def set_meta(self, **fields: Any) -> None:
+        mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
+        self.client.hset(self.key("meta"), mapping=mapping)
+
+    def read_events(self, block_ms: int = 200, count: int = 256) -> list[tuple[bytes, dict[str, Any] | MessageError]]:
+        """Read the next events for the coordinator's consumer.
+
+        Returns:
+            ``(entry_id, message)`` pairs; ``message`` is a :class:`MessageError`
+            for an entry that does not decode (the caller logs and acks it).
+        """
+        import redis
+
+        try:
+            reply = self.client.xreadgroup(GROUP, self.CONSUMER, {self.key("events"): ">"}, count=count, block=block_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis restarted and lost the stream: make the group again and go on.
+            self.client.xgroup_create(self.key("events"), GROUP, id="0", mkstream=True)
+            return []
+        out: list[tuple[bytes, dict[str, Any] | MessageError]] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                try:
+                    out.append((entry_id, decode(fields.get(b"m", b""))))
+                except MessageError as exc:
+                    out.append((entry_id, exc))
+        return out
+
+    def ack(self, entry_ids: list[bytes]) -> None:
+        """Acknowledge processed events, and trim the stream below them.
+
+        One consumer reads in order and acks in order, so everything below the
+        last acked id has been acknowledged and may go.
+        """
+        if not entry_ids:
+            return
+        self.client.xack(self.key("events"), GROUP, *entry_ids)
+        self._last_acked = entry_ids[-1]
+        self._acked_since_trim += len(entry_ids)
+        if self._acked_since_trim >= 1000:
+            self.client.xtrim(self.key("events"), minid=self._last_acked, approximate=True)
+            self._acked_since_trim = 0
+
+    def assign(self, worker: str, message: Mapping[str, Any]) -> None:
+        key = self.assign_key(worker)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(key, encode(message))
+        pipe.sadd(self.key("keys"), key)
+        pipe.execute()
+
+    def request_stop(self, trial: str) -> None:
+        self.client.hset(self.key("ctl"), trial, STOP)
+
+    def clear_stop(self, trial: str) -> None:
+        self.client.hdel(self.key("ctl"), trial)
+
+    def heartbeats(self) -> dict[str, float]:
+        """Worker id -> time of its last heartbeat."""
+        return {w.decode(): score for w, score in self.client.zrange(self.key("workers"), 0, -1, withscores=True)}
+
+    def forget_worker(self, worker: str) -> None:
+        self.client.zrem(self.key("workers"), worker)
+
+    def finish(self, expire_seconds: int = 3600) -> None:
+        """Let every key of the experiment expire; ``meta`` stays readable until then."""
+        keys = [k.decode() for k in self.client.smembers(self.key("keys"))] + [self.key("keys")]
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            pipe.expire(k, expire_seconds)
+        pipe.execute()

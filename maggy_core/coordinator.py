@@ -1,0 +1,491 @@
+"""The coordinator: the only writer of trial state.
+
+It runs in the Spark driver (one thread) and decides everything centrally:
+which trial a free worker runs next (from the optimiser), which running trial is
+stopped (by the stopping rule, on live metrics), when a lost worker's trial is
+run again, and when the experiment is over. Workers only send events; the
+coordinator reads them from the ``events`` stream, writes the journal, then
+acknowledges them.
+
+Per-trial cost is O(1) in the number of trials already finished: events are
+handled one by one against dictionaries, the journal is appended, and the best
+trial is updated incrementally. ``result.json`` is written once, at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from maggy_core.channel import CoordinatorChannel
+from maggy_core.exceptions import MessageError
+from maggy_core.optimizers import DONE, WAIT, Optimizer, Suggestion
+from maggy_core.results import ResultStore
+from maggy_core.spec import ExperimentSpec
+from maggy_core.stopping import StoppingRule
+from maggy_core.trial import FrozenTrial, TrialStatus
+
+log = logging.getLogger("maggy")
+
+
+@dataclass
+class _Trial:
+    """Live state of one trial (owned by the coordinator, never shared)."""
+
+    trial_id: str
+    params: dict[str, Any]
+    budget: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    status: TrialStatus = TrialStatus.PENDING
+    attempt: int = 0
+    worker: str | None = None
+    metric: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[tuple[int, float]] = field(default_factory=list)
+    start: float | None = None
+    duration: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    stop_requested_at: float | None = None
+
+    def frozen(self) -> FrozenTrial:
+        return FrozenTrial(self.trial_id, dict(self.params), self.status, self.metric,
+                           tuple(self.history), self.budget, dict(self.info))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial_id": self.trial_id, "params": self.params, "status": self.status.value,
+            "metric": self.metric, "metrics": self.metrics, "history": [list(h) for h in self.history],
+            "budget": self.budget, "info": self.info, "attempts": self.attempt, "worker": self.worker,
+            "start": self.start, "duration": self.duration, "error": self.error, "traceback": self.traceback,
+        }
+
+
+@dataclass
+class _Worker:
+    worker_id: str
+    host: str = ""
+    trial: str | None = None
+    last_beat: float = 0.0  # the score of its last heartbeat, as written by the worker
+    seen: float = field(default_factory=time.monotonic)  # when we last saw that score change
+    seq: int = 0
+    busy: float = 0.0
+    trials: int = 0
+
+
+class Coordinator:
+    """Runs one experiment's trial loop.
+
+    Args:
+        spec: The validated experiment.
+        experiment_id: Id of the experiment (key prefix, results directory).
+        channel: The coordinator's side of the Redis channel.
+        store: The experiment's files.
+        optimizer: Suggests trials; called from this thread only.
+        stopping_rule: Decides early stops on live metrics.
+        epoch: This coordinator's epoch (events of other epochs are dropped).
+        worker_timeout: Seconds without a new heartbeat after which a worker is lost.
+        stop_latency: Optional list that receives, per stopped trial, the seconds
+            from the stop decision to its worker starting its next trial.
+    """
+
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        experiment_id: str,
+        channel: CoordinatorChannel,
+        store: ResultStore,
+        optimizer: Optimizer,
+        stopping_rule: StoppingRule,
+        *,
+        epoch: int = 1,
+        worker_timeout: float | None = None,
+    ) -> None:
+        self.spec = spec
+        self.experiment_id = experiment_id
+        self.channel = channel
+        self.store = store
+        self.optimizer = optimizer
+        self.rule = stopping_rule
+        self.epoch = epoch
+        self.worker_timeout = worker_timeout or max(10.0, 10 * spec.hb_interval)
+        self.sign = 1.0 if spec.direction == "max" else -1.0
+        self.trials: dict[str, _Trial] = {}
+        self.queue: deque[str] = deque()  # trials to run again (lost workers, resume)
+        self.workers: dict[str, _Worker] = {}
+        self.idle: deque[str] = deque()
+        self._gone: list[_Worker] = []  # workers that said bye or were lost
+        self.optimizer_done = False
+        self.status: str | None = None  # set when the experiment ends
+        self.reason = ""
+        self.best: _Trial | None = None
+        self.counts = {s.value: 0 for s in (TrialStatus.FINISHED, TrialStatus.EARLY_STOPPED, TrialStatus.FAILED)}
+        self.consecutive_failures = 0
+        self.started = time.time()
+        self.stop_latencies: list[float] = []
+        self._stop_decided: dict[str, float] = {}  # worker -> time its trial was told to stop
+        self._next_index = 0
+        self._last_liveness = time.monotonic()
+
+    # ---------------------------------------------------------------- set-up
+
+    def open(self) -> None:
+        """Open the channel and the journal; resume from an earlier journal."""
+        records = self.store.read_journal()
+        self.channel.open(self.epoch, {
+            "state": "running", "experiment_id": self.experiment_id, "name": self.spec.name,
+            "hb_interval": self.spec.hb_interval, "num_trials": self.spec.num_trials,
+            "direction": self.spec.direction, "optimization_key": self.spec.optimization_key,
+            "results_dir": str(self.store.root), "started": self.started,
+        })
+        if records:
+            self._resume(records)
+        self.store.append({"type": "experiment", "experiment_id": self.experiment_id, "epoch": self.epoch,
+                           "spec": self.spec.to_dict()})
+        self._publish_meta()
+
+    def _resume(self, records: list[dict[str, Any]]) -> None:
+        state = None
+        for rec in records:
+            kind = rec.get("type")
+            if kind == "trial_started":
+                t = self.trials.get(rec["trial_id"]) or _Trial(rec["trial_id"], rec["params"], rec.get("budget"),
+                                                               rec.get("info") or {})
+                t.attempt = rec["attempt"]
+                t.status = TrialStatus.RUNNING
+                self.trials[t.trial_id] = t
+                self._next_index = max(self._next_index, int(t.trial_id.lstrip("t")) + 1)
+            elif kind == "trial_ended":
+                t = self.trials[rec["trial_id"]]
+                d = rec["trial"]
+                t.status = TrialStatus(d["status"])
+                t.metric, t.metrics = d["metric"], d["metrics"]
+                t.history = [(int(s), float(v)) for s, v in d["history"]]
+                t.start, t.duration, t.worker = d["start"], d["duration"], d["worker"]
+                t.error, t.traceback = d["error"], d["traceback"]
+            if "optimizer" in rec:
+                state = rec["optimizer"]
+        if state is not None:
+            self.optimizer.load_state_dict(state)
+        kept = requeued = 0
+        for t in self.trials.values():
+            if t.status.is_terminal:
+                kept += 1
+                self.counts[t.status.value] += 1
+                self._update_best(t)
+                if t.status is TrialStatus.FINISHED:
+                    self.rule.observe_finished(t.frozen())
+            else:
+                t.status = TrialStatus.PENDING
+                self.queue.append(t.trial_id)
+                requeued += 1
+        log.info("resuming experiment %s: kept %d ended trials, running %d unfinished ones again",
+                 self.experiment_id, kept, requeued)
+        self.store.append({"type": "resumed", "kept": kept, "requeued": requeued})
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self, job_alive: Callable[[], bool] = lambda: True, block_ms: int = 100) -> dict[str, Any]:
+        """Drive the experiment until it ends; return the result (also written).
+
+        Args:
+            job_alive: Tells whether the Spark job running the workers is still
+                up; when it is gone before the experiment ended, the experiment
+                fails with that reason.
+            block_ms: Longest wait for events in one read.
+        """
+        while self.status is None:
+            self.poll(block_ms)
+            if self.status is None and not job_alive():
+                self._end("failed", "the Spark job running the workers ended before the experiment did")
+        return self.result()
+
+    def poll(self, block_ms: int = 100) -> None:
+        """Handle one batch of events, hand out trials, check liveness and the end."""
+        events = self.channel.read_events(block_ms=block_ms)
+        for _entry, msg in events:
+            if isinstance(msg, MessageError):
+                log.warning("dropped a malformed message on the channel: %s", msg)
+                continue
+            self._handle(msg)
+        self.channel.ack([e for e, _ in events])
+        self._dispatch()
+        now = time.monotonic()
+        if now - self._last_liveness >= self.spec.hb_interval:
+            self._last_liveness = now
+            self._check_liveness(now)
+        if self.status is None and self.optimizer_done and not self.queue and not self._running():
+            self._end("finished", "")
+
+    def _running(self) -> list[_Trial]:
+        return [self.trials[w.trial] for w in self.workers.values() if w.trial is not None]
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        if msg["epoch"] != self.epoch:
+            return  # a worker of an earlier coordinator of this experiment
+        kind, wid = msg["type"], msg["worker"]
+        if kind == "register":
+            if wid not in self.workers:
+                self.workers[wid] = _Worker(wid, host=msg["host"])
+                self.idle.append(wid)
+                log.debug("worker %s registered from %s", wid, msg["host"])
+            return
+        worker = self.workers.get(wid)
+        if worker is None:
+            return  # declared lost already; its late events do not count
+        seq = msg.get("seq", 0)
+        if seq <= worker.seq:
+            return  # a duplicate delivery
+        worker.seq = seq
+        if kind == "bye":
+            worker.busy, worker.trials = msg["busy"], msg["trials"]
+            self._drop_worker(wid)
+            return
+        trial = self.trials.get(msg["trial"])
+        if trial is None or trial.attempt != msg["attempt"] or trial.worker != wid:
+            return  # an event of a stale attempt
+        if kind == "metric":
+            self._on_metric(trial, msg["step"], float(msg["value"]))
+        elif kind == "log":
+            self.store.trial_log(trial.trial_id, msg["msg"])
+        elif kind in ("final", "error"):
+            self._on_end(trial, worker, msg)
+
+    def _on_metric(self, trial: _Trial, step: int, value: float) -> None:
+        if trial.status is not TrialStatus.RUNNING:
+            return
+        trial.history.append((step, value))
+        if trial.stop_requested_at is None and self.rule.should_stop(trial.frozen()):
+            trial.stop_requested_at = time.time()
+            self.channel.request_stop(trial.trial_id)
+            if trial.worker is not None:
+                self._stop_decided[trial.worker] = trial.stop_requested_at
+            log.info("trial %s stopped early at step %d (%s=%.6g)", trial.trial_id, step,
+                     self.spec.optimization_key, value)
+
+    def _on_end(self, trial: _Trial, worker: _Worker, msg: dict[str, Any]) -> None:
+        trial.start, trial.duration = msg["start"], msg["duration"]
+        if msg["type"] == "final":
+            trial.metric = None if msg["metric"] is None else float(msg["metric"])
+            trial.metrics = msg["metrics"]
+            stopped = msg["status"] == "early_stopped" or trial.stop_requested_at is not None
+            trial.status = TrialStatus.EARLY_STOPPED if stopped else TrialStatus.FINISHED
+            self.consecutive_failures = 0
+        else:
+            trial.status = TrialStatus.FAILED
+            trial.error, trial.traceback = msg["error"], msg["traceback"]
+            self.consecutive_failures += 1
+        if trial.stop_requested_at is not None:
+            self.channel.clear_stop(trial.trial_id)
+        worker.trial = None
+        worker.busy += trial.duration or 0.0
+        worker.trials += 1
+        self._finish_trial(trial)
+        if self.status is None:
+            self.idle.append(worker.worker_id)
+        if self.consecutive_failures >= self.spec.max_consecutive_failures and self.status is None:
+            self._end("failed", f"{self.consecutive_failures} trials failed in a row "
+                                f"(max_consecutive_failures={self.spec.max_consecutive_failures}); "
+                                f"last error: {trial.error}")
+
+    def _finish_trial(self, trial: _Trial) -> None:
+        """Record a terminal trial: counts, best, rule, optimiser, journal, progress."""
+        self.counts[trial.status.value] += 1
+        frozen = trial.frozen()
+        if trial.status is TrialStatus.FINISHED:
+            self.rule.observe_finished(frozen)
+        self.optimizer.observe(frozen)
+        self._update_best(trial)
+        self.store.append({"type": "trial_ended", "trial_id": trial.trial_id, "trial": trial.to_dict(),
+                           "optimizer": self.optimizer.state_dict()})
+        self.store.close_trial_log(trial.trial_id)
+        self._progress(trial)
+
+    def _update_best(self, trial: _Trial) -> None:
+        if trial.metric is None or trial.status is TrialStatus.FAILED:
+            return
+        best = self.best
+        # Finished trials rank above early-stopped ones: a stopped trial's last
+        # value is a partial result.
+        rank = (trial.status is TrialStatus.FINISHED, self.sign * trial.metric)
+        if best is None or rank > (best.status is TrialStatus.FINISHED, self.sign * (best.metric or 0.0)):
+            self.best = trial
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _dispatch(self) -> None:
+        """Give every idle worker a trial, while there are trials to give."""
+        while self.idle and self.status is None:
+            trial = self._next_trial()
+            if trial is None:
+                return
+            wid = self.idle.popleft()
+            worker = self.workers.get(wid)
+            if worker is None:
+                self.queue.appendleft(trial.trial_id)
+                continue
+            trial.attempt += 1
+            trial.status = TrialStatus.RUNNING
+            trial.worker = wid
+            trial.history = []
+            trial.stop_requested_at = None
+            worker.trial = trial.trial_id
+            self.store.append({"type": "trial_started", "trial_id": trial.trial_id, "attempt": trial.attempt,
+                               "params": trial.params, "budget": trial.budget, "info": trial.info,
+                               "worker": wid, "optimizer": self.optimizer.state_dict()})
+            self.channel.assign(wid, {"type": "trial", "trial": trial.trial_id, "attempt": trial.attempt,
+                                      "params": trial.params, "budget": trial.budget})
+            decided = self._stop_decided.pop(wid, None)
+            if decided is not None:
+                self.stop_latencies.append(time.time() - decided)
+
+    def _next_trial(self) -> _Trial | None:
+        if self.queue:
+            return self.trials[self.queue.popleft()]
+        if self.optimizer_done:
+            return None
+        decision = self.optimizer.suggest()
+        if decision is DONE:
+            self.optimizer_done = True
+            return None
+        if decision is WAIT or not isinstance(decision, Suggestion):
+            return None
+        trial_id = f"t{self._next_index:04d}"
+        self._next_index += 1
+        trial = _Trial(trial_id, dict(decision.params), decision.budget, dict(decision.info))
+        self.trials[trial_id] = trial
+        return trial
+
+    # ---------------------------------------------------------------- liveness
+
+    def _check_liveness(self, now: float) -> None:
+        beats = self.channel.heartbeats()
+        for wid, worker in list(self.workers.items()):
+            beat = beats.get(wid)
+            if beat is not None and beat != worker.last_beat:
+                worker.last_beat, worker.seen = beat, now
+            elif now - worker.seen > self.worker_timeout:
+                self._lose_worker(worker)
+
+    def _lose_worker(self, worker: _Worker) -> None:
+        log.warning("worker %s sent no heartbeat for %.0f s: lost", worker.worker_id, self.worker_timeout)
+        trial = self.trials.get(worker.trial) if worker.trial else None
+        self._drop_worker(worker.worker_id)
+        self.channel.forget_worker(worker.worker_id)
+        if trial is None:
+            return
+        if trial.attempt < self.spec.max_attempts:
+            log.info("trial %s (attempt %d) runs again: its worker was lost", trial.trial_id, trial.attempt)
+            trial.status = TrialStatus.PENDING
+            self.queue.appendleft(trial.trial_id)
+        else:
+            trial.status = TrialStatus.FAILED
+            trial.error = f"its worker was lost on each of {trial.attempt} attempts (max_attempts)"
+            self._finish_trial(trial)
+
+    def _drop_worker(self, wid: str) -> None:
+        worker = self.workers.pop(wid, None)
+        if worker is not None:
+            self._gone.append(worker)
+        try:
+            self.idle.remove(wid)
+        except ValueError:
+            pass
+
+    # ---------------------------------------------------------------- the end
+
+    def stop(self, reason: str) -> None:
+        """End the experiment from outside (a signal, an operator's on_kill)."""
+        if self.status is None:
+            self._end("stopped", reason)
+
+    def _end(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+        for trial in self._running():
+            self.channel.request_stop(trial.trial_id)
+        for wid in self.workers:
+            self.channel.assign(wid, {"type": "done", "reason": status})
+        self.channel.set_meta(state=status, reason=reason, ended=time.time())
+        if status != "finished":
+            log.warning("experiment %s %s: %s", self.experiment_id, status, reason)
+
+    def drain(self, timeout: float) -> None:
+        """After the end, collect the outcome of trials still running for up to
+        ``timeout`` seconds (they were told to stop); the rest are failed."""
+        deadline = time.monotonic() + timeout
+        while self._running() and time.monotonic() < deadline:
+            events = self.channel.read_events(block_ms=100)
+            for _e, msg in events:
+                if not isinstance(msg, MessageError):
+                    self._handle(msg)
+            self.channel.ack([e for e, _ in events])
+        for trial in self._running():
+            trial.status = TrialStatus.FAILED
+            trial.error = f"the experiment ended ({self.status}) before the trial did"
+            self._finish_trial(trial)
+            if trial.worker in self.workers:
+                self.workers[trial.worker].trial = None
+
+    def result(self) -> dict[str, Any]:
+        """The experiment's summary (the content of ``result.json``)."""
+        ended = time.time()
+        trials = sorted(self.trials.values(), key=lambda t: t.trial_id)
+        best = self.best
+        workers = [*self._gone, *self.workers.values()]
+        return {
+            "experiment_id": self.experiment_id,
+            "name": self.spec.name,
+            "status": self.status or "running",
+            "reason": self.reason,
+            "direction": self.spec.direction,
+            "optimization_key": self.spec.optimization_key,
+            "num_trials": sum(1 for t in trials if t.status.is_terminal),
+            "counts": dict(self.counts),
+            "best": None if best is None else
+            {"trial_id": best.trial_id, "params": best.params, "metric": best.metric, "status": best.status.value},
+            "started": self.started,
+            "ended": ended,
+            "duration": ended - self.started,
+            "results_dir": str(self.store.root),
+            "workers": [{"worker": w.worker_id, "host": w.host, "trials": w.trials, "busy": round(w.busy, 6)}
+                        for w in workers],
+            "spec": self.spec.to_dict(),
+            "trials": [t.to_dict() for t in trials],
+        }
+
+    # ---------------------------------------------------------------- progress
+
+    def _publish_meta(self) -> None:
+        best = self.best
+        self.channel.set_meta(
+            finished=self.counts["finished"], early_stopped=self.counts["early_stopped"],
+            failed=self.counts["failed"], running=len(self._running()),
+            best_trial=best.trial_id if best else "", best_metric=best.metric if best else None,
+            best_params=best.params if best else None,
+        )
+
+    def _progress(self, trial: _Trial) -> None:
+        """One line per ended trial in the log (and in Redis, for followers)."""
+        done = sum(self.counts.values())
+        key = self.spec.optimization_key
+        metric = "-" if trial.metric is None else f"{trial.metric:.6g}"
+        params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        best = self.best
+        best_text = f"best {best.metric:.6g} ({best.trial_id})" if best and best.metric is not None else "no best yet"
+        line = (f"trial {trial.trial_id} {trial.status.value:<13} {key}={metric}  {params}  "
+                f"[{done}/{self.spec.num_trials} ended, {best_text}]")
+        if trial.status is TrialStatus.FAILED:
+            line += f"  error: {trial.error}"
+        log.info(line)
+        self._publish_meta()
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and math.isfinite(v):
+        return f"{v:.4g}"
+    return str(v)

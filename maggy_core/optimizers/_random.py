@@ -1,0 +1,91 @@
+"""Random search: independent samples from the search space."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from maggy_core.exceptions import SpecError
+from maggy_core.optimizers._base import DONE, Decision, Optimizer, Suggestion
+from maggy_core.searchspace import Searchspace
+from maggy_core.trial import FrozenTrial
+
+# How often to redraw a point already suggested before accepting the repeat.
+_MAX_REDRAWS = 100
+
+
+def _key(params: Mapping[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+class RandomSearch(Optimizer):
+    """Suggests ``num_trials`` points drawn at random, then DONE.
+
+    When the space is finite (no DOUBLE without step), a point already suggested is
+    redrawn (up to 100 times) until the space is exhausted, so small spaces are not
+    sampled twice needlessly. The state holds the random generator's state, so a
+    resumed search continues the very same sequence. It takes no options.
+
+    The i-th suggestion draws from a generator seeded with ``(seed, i)``, so the
+    state is the seed and a count (plus the points seen, in a finite space): the
+    coordinator journals it on every transition, and a state that grew with the
+    number of trials would make each trial cost more than the last.
+    """
+
+    name = "randomsearch"
+
+    def __init__(
+        self,
+        searchspace: Searchspace,
+        *,
+        num_trials: int,
+        direction: str,
+        seed: int | None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            searchspace, num_trials=num_trials, direction=direction, seed=seed, **options
+        )
+        # Without a seed, draw one now and keep it in the state, so a resumed
+        # search still continues the same sequence.
+        self._seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+        self._count = 0
+        finite = all(p.griddable for _, p in searchspace.items())
+        self._size = searchspace.grid_size() if finite else None
+        self._seen: set[str] = set()
+
+    def suggest(self) -> Suggestion | Decision:
+        if self._count >= self.num_trials:
+            return DONE
+        rng = random.Random(f"{self._seed}/{self._count}")
+        params = self.searchspace.sample(rng)
+        if self._size is not None and len(self._seen) < self._size:
+            for _ in range(_MAX_REDRAWS):
+                if _key(params) not in self._seen:
+                    break
+                params = self.searchspace.sample(rng)
+            self._seen.add(_key(params))
+        self._count += 1
+        return Suggestion(params)
+
+    def observe(self, trial: FrozenTrial) -> None:
+        """Random search learns nothing from results."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.name,
+            "seed": self._seed,
+            "count": self._count,
+            "seen": sorted(self._seen),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        try:
+            self._seed = int(state["seed"])
+            self._count = int(state["count"])
+            self._seen = set(state["seen"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise SpecError.one("optimizer_state", f"is malformed: {err!r}") from None

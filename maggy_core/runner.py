@@ -1,0 +1,241 @@
+"""Run one experiment: Redis, the coordinator, and W workers as one Spark job.
+
+The workers are one Spark job of W tasks (``mapPartitionsWithIndex`` over W
+partitions) whose tasks do not return until the experiment ends. The job runs in
+a background thread of the driver; the coordinator runs in the calling thread,
+so signals (Ctrl-C, SIGTERM from Airflow) reach it and end the experiment
+cleanly: running trials are told to stop, the Spark job is cancelled, and
+``result.json`` still records every trial that ended.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from maggy_core.channel import CoordinatorChannel
+from maggy_core.coordinator import Coordinator
+from maggy_core.exceptions import SpecError
+from maggy_core.optimizers import get_optimizer
+from maggy_core.redis_server import redis_for_experiment
+from maggy_core.results import ResultStore
+from maggy_core.spec import ExperimentSpec
+from maggy_core.stopping import get_stopping_rule
+from maggy_core.worker import Launch, check_signature, load_callable, spark_task, spark_task_with_fn
+
+log = logging.getLogger("maggy")
+
+DEFAULT_RESULTS_DIR = "maggy-results"
+#: Spark settings we choose unless the caller sets them: no console progress bar
+#: (it garbles task logs), and a driver heap that fits the coordinator's needs.
+DEFAULT_SPARK_CONF = {
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "512m",
+    "spark.python.worker.reuse": "true",
+}
+
+
+def new_experiment_id(name: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def prepare(spec: ExperimentSpec, train_fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """Check everything that can be checked before Spark starts.
+
+    Imports the training function (when given as ``module:function``), checks its
+    arguments against the search space, and builds the optimiser and stopping
+    rule once to surface their errors.
+
+    Raises:
+        SpecError: naming the field and what is allowed.
+    """
+    if train_fn is None:
+        if not spec.train_fn:
+            raise SpecError.one("train_fn", "is required: 'module:function' (or pass a callable to lagom)")
+        train_fn = load_callable(spec.train_fn)
+    problems = check_signature(train_fn, spec.searchspace.names())
+    if problems:
+        raise SpecError(problems)
+    _make_optimizer(spec)
+    _make_rule(spec)
+    return train_fn
+
+
+def _make_optimizer(spec: ExperimentSpec):
+    return get_optimizer(spec.optimizer.name, spec.searchspace, num_trials=spec.num_trials,
+                         direction=spec.direction, seed=spec.seed, options=spec.optimizer.options)
+
+
+def _make_rule(spec: ExperimentSpec):
+    return get_stopping_rule(spec.es_policy, direction=spec.direction, min_trials=spec.es_min,
+                             interval=spec.es_interval)
+
+
+@contextmanager
+def spark_session(master: str | None, app_name: str, conf: Mapping[str, str] | None) -> Iterator[Any]:
+    """The active SparkSession, or a new one (stopped at the end) on ``master``."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    for k, v in {**DEFAULT_SPARK_CONF, **(conf or {})}.items():
+        builder = builder.config(k, v)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+class _Job:
+    """The Spark job of W workers, in a background thread of the driver."""
+
+    def __init__(self, spark: Any, group: str, workers: int, task: Callable[..., Any]) -> None:
+        from pyspark import InheritableThread
+
+        self.sc = spark.sparkContext
+        self.group = group
+        self.summaries: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            # A job group per experiment lets us cancel exactly our tasks.
+            self.sc.setJobGroup(group, f"maggy workers ({group})", interruptOnCancel=True)
+            try:
+                rdd = self.sc.parallelize(range(workers), workers)
+                self.summaries = [json.loads(s) for s in rdd.mapPartitionsWithIndex(task).collect()]
+            except BaseException as exc:  # reported by the runner, not lost in a thread
+                self.error = exc
+
+        self.thread = InheritableThread(target=target, name="maggy-spark-job", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def finish(self, timeout: float) -> None:
+        """Wait for the tasks to return; cancel them if they do not in time."""
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.warning("workers did not return within %.0f s: cancelling the Spark job", timeout)
+            self.sc.cancelJobGroup(self.group)
+            self.thread.join(30)
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    *,
+    train_fn: Callable[..., Any] | None = None,
+    master: str | None = None,
+    redis_url: str | None = None,
+    results_dir: str | os.PathLike[str] | None = None,
+    spark_conf: Mapping[str, str] | None = None,
+    experiment_id: str | None = None,
+    grace: float = 30.0,
+) -> dict[str, Any]:
+    """Run an experiment to its end and return its result (also in ``result.json``).
+
+    Args:
+        spec: A validated experiment spec.
+        train_fn: A callable to use instead of ``spec.train_fn`` (``lagom``); Spark
+            ships it to the executors.
+        master: Spark master; default ``$MAGGY_SPARK_MASTER`` or ``local[W]``.
+            Ignored when a SparkSession is already active.
+        redis_url: Redis to use; see :mod:`maggy_core.redis_server` for the default.
+        results_dir: Parent of the experiment's directory; default
+            ``$MAGGY_RESULTS_DIR`` or ``./maggy-results``.
+        spark_conf: Extra Spark settings for a new session.
+        experiment_id: Resume or name the experiment; default ``spec.experiment_id``
+            or a new id from the name and the time. An id whose journal exists is
+            resumed: its ended trials are kept.
+        grace: Seconds to wait for running trials and workers at the end.
+
+    Raises:
+        SpecError: the spec cannot run (before Spark starts).
+    """
+    fn = prepare(spec, train_fn)
+    exp_id = experiment_id or spec.experiment_id or new_experiment_id(spec.name)
+    root = Path(results_dir or os.environ.get("MAGGY_RESULTS_DIR") or DEFAULT_RESULTS_DIR).resolve()
+    store = ResultStore(root, exp_id)
+    epoch = 1 + sum(1 for r in store.read_journal() if r.get("type") == "experiment")
+    master = master or os.environ.get("MAGGY_SPARK_MASTER") or f"local[{spec.workers}]"
+
+    with redis_for_experiment(redis_url) as url:
+        channel = CoordinatorChannel(url, exp_id)
+        coordinator = Coordinator(spec, exp_id, channel, store, _make_optimizer(spec), _make_rule(spec), epoch=epoch)
+        coordinator.open()
+        log.info("experiment %s: %d trials, %d workers, optimizer %s, results in %s",
+                 exp_id, spec.num_trials, spec.workers, spec.optimizer.name, store.root)
+        launch = Launch(exp_id, url, epoch, spec.hb_interval, spec.optimization_key,
+                        spec.train_fn if train_fn is None else None).to_json()
+        task = (functools.partial(spark_task, launch) if train_fn is None
+                else functools.partial(spark_task_with_fn, launch, fn))
+        with spark_session(master, f"maggy-{spec.name}", spark_conf) as spark, _stop_on_signals(coordinator):
+            slots = spark.sparkContext.defaultParallelism
+            if slots < spec.workers:
+                log.warning("Spark offers %d task slots for %d workers: only %d trials run at a time",
+                            slots, spec.workers, slots)
+            job = _Job(spark, f"maggy-{exp_id}", spec.workers, task)
+            job.start()
+            t0 = time.monotonic()
+            try:
+                coordinator.run(job_alive=job.alive)
+            except KeyboardInterrupt:
+                coordinator.stop("interrupted")
+            finally:
+                if coordinator.status is None:
+                    coordinator.stop("the coordinator failed")
+                coordinator.drain(grace)
+                job.finish(grace)
+            result = coordinator.result()
+            result["makespan"] = time.monotonic() - t0
+            result["spark"] = {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId}
+            if job.error is not None and result["status"] == "failed":
+                result["reason"] += f"; Spark: {type(job.error).__name__}: {str(job.error)[:500]}"
+        store.write_result(result)
+        store.append({"type": "ended", "status": result["status"], "reason": result["reason"]})
+        store.close()
+        channel.finish()
+        channel.close()
+    return result
+
+
+@contextmanager
+def _stop_on_signals(coordinator: Coordinator) -> Iterator[None]:
+    """SIGTERM (Airflow killing the task, spark-submit's shutdown) ends the
+    experiment like Ctrl-C does. Only possible from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        coordinator.stop(f"received signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,61 @@
+"""Early-stopping rules behind one small interface (:class:`StoppingRule`), and
+their registry, named by the spec's ``es_policy``."""
+
+from __future__ import annotations
+
+from maggy_core.exceptions import SpecError
+from maggy_core.stopping._base import StoppingRule
+from maggy_core.stopping._median import MedianRule
+from maggy_core.stopping._none import NoStopping
+
+__all__ = [
+    "MedianRule",
+    "NoStopping",
+    "StoppingRule",
+    "available_stopping_rules",
+    "get_stopping_rule",
+    "register_stopping_rule",
+]
+
+_REGISTRY: dict[str, type[StoppingRule]] = {}
+
+
+def register_stopping_rule(cls: type[StoppingRule]) -> type[StoppingRule]:
+    """Make ``cls`` available under ``cls.name``; usable as a class decorator.
+
+    Raises:
+        TypeError: If ``cls`` is not a :class:`StoppingRule` subclass.
+        ValueError: If ``cls.name`` is not a lower-case string or is taken.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, StoppingRule)):
+        raise TypeError(f"{cls!r} is not a subclass of StoppingRule")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name or name != name.lower():
+        raise ValueError(f"{cls.__name__}.name must be a lower-case string")
+    if _REGISTRY.get(name, cls) is not cls:
+        raise ValueError(f"stopping rule name {name!r} is taken by {_REGISTRY[name].__name__}")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def available_stopping_rules() -> list[str]:
+    """The registered rule names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_stopping_rule(name: str, *, direction: str, min_trials: int, interval: int) -> StoppingRule:
+    """Build the rule registered as ``name`` (case-insensitive).
+
+    Raises:
+        SpecError: Under ``es_policy`` if no rule has that name, or naming an
+            invalid argument.
+    """
+    cls = _REGISTRY.get(name.lower()) if isinstance(name, str) else None
+    if cls is None:
+        allowed = ", ".join(available_stopping_rules())
+        raise SpecError.one("es_policy", f"unknown rule {name!r}; allowed: {allowed}")
+    return cls(direction=direction, min_trials=min_trials, interval=interval)
+
+
+register_stopping_rule(MedianRule)
+register_stopping_rule(NoStopping)

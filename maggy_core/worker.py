@@ -1,0 +1,260 @@
+"""The worker loop that runs inside a long-lived Spark task.
+
+A worker registers, then repeatedly takes the next assignment from its list in
+Redis, runs the training function, and reports the outcome, until the
+coordinator says ``done`` (or the experiment's state in Redis is terminal).
+There is no barrier between trials: the next assignment is usually waiting by the
+time the previous trial's final event is written.
+
+Only the launch description (JSON) and, for ``lagom`` with a callable, the
+training function travel with the Spark task; nothing the worker receives over
+Redis is unpickled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import math
+import numbers
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from maggy_core.channel import WorkerChannel
+from maggy_core.exceptions import EarlyStopException, SpecError, TrialResultError
+from maggy_core.reporter import Reporter
+
+log = logging.getLogger("maggy.worker")
+
+#: Names a training function can ask for besides its hyperparameters.
+INJECTED = ("hparams", "reporter", "budget", "trial_id")
+TERMINAL_STATES = ("finished", "failed", "stopped")
+
+
+def load_callable(path: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"``.
+
+    Raises:
+        SpecError: the path is malformed, the module does not import, or the
+            attribute is missing or not callable (field ``train_fn``).
+    """
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise SpecError.one("train_fn", f"must be 'module:function', got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError.one("train_fn", f"cannot import module {module_name!r}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise SpecError.one("train_fn", f"module {module_name!r} has no attribute {attr!r}")
+    if not callable(obj):
+        raise SpecError.one("train_fn", f"{path!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def check_signature(fn: Callable[..., Any], param_names: Iterable[str]) -> list[tuple[str, str]]:
+    """Problems with calling ``fn`` for a trial, as ``(field, message)`` pairs.
+
+    A training function receives, by name, ``hparams`` (all hyperparameters),
+    ``reporter``, ``budget``, ``trial_id`` and each hyperparameter; a ``**kwargs``
+    receives the hyperparameters it did not name. Each hyperparameter must reach
+    the function one way or another, and every argument without a default must
+    be one of these.
+    """
+    name = getattr(fn, "__name__", repr(fn))
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return []
+    params = sig.parameters
+    names = set(param_names)
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    problems = []
+    for p in params.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.kind is p.POSITIONAL_ONLY:
+            problems.append(("train_fn", f"{name}: argument {p.name!r} is positional-only; arguments are passed by name"))
+        elif p.name not in names and p.name not in INJECTED and p.default is p.empty:
+            problems.append(
+                ("train_fn", f"{name}: argument {p.name!r} has no default and is neither a hyperparameter "
+                 f"(the space has {sorted(names)}) nor one of {list(INJECTED)}")
+            )
+    if not has_var_kw and "hparams" not in params:
+        for missing in sorted(names - set(params)):
+            problems.append(
+                (f"searchspace.{missing}", f"{name} takes no argument {missing!r} (and no hparams or **kwargs)")
+            )
+    return problems
+
+
+def build_kwargs(
+    fn: Callable[..., Any], params: Mapping[str, Any], reporter: Reporter, budget: float | None, trial_id: str
+) -> dict[str, Any]:
+    """The keyword arguments of one call of a training function."""
+    sig = inspect.signature(fn)
+    injected = {"hparams": {**params, **({"budget": budget} if budget is not None else {})},
+                "reporter": reporter, "budget": budget, "trial_id": trial_id}
+    kwargs: dict[str, Any] = {}
+    var_kw = False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.name in params:
+            kwargs[p.name] = params[p.name]
+        elif p.name in injected:
+            kwargs[p.name] = injected[p.name]
+    if var_kw:
+        for k, v in params.items():
+            kwargs.setdefault(k, v)
+    return kwargs
+
+
+def interpret_return(value: Any, key: str) -> tuple[float, dict[str, float]]:
+    """Turn a training function's return value into ``(metric, metrics)``.
+
+    Args:
+        value: A number, or a dict holding ``key`` (other numeric entries are kept
+            as extra metrics).
+        key: The optimisation key.
+
+    Raises:
+        TrialResultError: anything else, naming what was returned and what is allowed.
+    """
+
+    def number(v: Any, where: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TrialResultError(f"{where} must be a number, got {type(v).__name__} {v!r:.80}")
+        f = float(v)
+        if not math.isfinite(f):
+            raise TrialResultError(f"{where} must be finite, got {f}")
+        return f
+
+    if isinstance(value, Mapping):
+        if key not in value:
+            raise TrialResultError(
+                f"the returned dict has no key {key!r} (optimization_key); it has {sorted(map(str, value))}"
+            )
+        metric = number(value[key], f"return value[{key!r}]")
+        extras = {str(k): float(v) for k, v in value.items()
+                  if not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(float(v))}
+        return metric, extras
+    if value is None:
+        raise TrialResultError(f"train_fn returned None; return a number or a dict with the key {key!r}")
+    return number(value, "return value"), {}
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, channel: WorkerChannel, interval: float) -> None:
+        super().__init__(name="maggy-heartbeat", daemon=True)
+        self.channel = channel
+        self.interval = interval
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            try:
+                self.channel.heartbeat()
+            except Exception as exc:  # keep beating through a Redis restart
+                log.warning("heartbeat failed: %s", exc)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What every worker of an experiment is started with (JSON in a Spark task)."""
+
+    experiment_id: str
+    redis_url: str
+    epoch: int
+    hb_interval: float
+    optimization_key: str
+    train_fn: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, raw: str) -> Launch:
+        return cls(**json.loads(raw))
+
+
+def run_worker(launch: Launch, worker_id: str, train_fn: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Run trials until the coordinator says done. Returns the worker's summary."""
+    fn = train_fn if train_fn is not None else load_callable(launch.train_fn or "")
+    channel = WorkerChannel(launch.redis_url, launch.experiment_id, worker_id, launch.epoch)
+    channel.register(socket.gethostname(), os.getpid())
+    beat = _Heartbeat(channel, launch.hb_interval)
+    beat.start()
+    started = time.time()
+    busy, trials = 0.0, 0
+    try:
+        while True:
+            msg = channel.next_message(timeout=1.0)
+            if msg is None:
+                if channel.experiment_state() in TERMINAL_STATES:
+                    break
+                continue
+            if msg["type"] == "done":
+                break
+            busy += _run_trial(channel, fn, msg, launch.optimization_key)
+            trials += 1
+        channel.send("bye", busy=busy, trials=trials)
+    finally:
+        beat.halt.set()
+        channel.close()
+    return {"worker": worker_id, "busy": busy, "trials": trials, "started": started, "ended": time.time()}
+
+
+def _run_trial(channel: WorkerChannel, fn: Callable[..., Any], msg: dict[str, Any], key: str) -> float:
+    """Run one assignment and send its outcome. Returns the seconds it took."""
+    trial, attempt = msg["trial"], msg["attempt"]
+    reporter = Reporter(channel, trial, attempt, msg["params"])
+    start = time.time()
+    t0 = time.perf_counter()
+    try:
+        result = fn(**build_kwargs(fn, msg["params"], reporter, msg.get("budget"), trial))
+        metric, metrics = interpret_return(result, key)
+        status = "early_stopped" if reporter.stopped else "finished"
+        duration = time.perf_counter() - t0
+        channel.send("final", trial=trial, attempt=attempt, status=status, metric=metric,
+                     metrics=metrics, start=start, duration=duration)
+    except EarlyStopException:
+        duration = time.perf_counter() - t0
+        channel.send("final", trial=trial, attempt=attempt, status="early_stopped",
+                     metric=reporter.last_metric, metrics={}, start=start, duration=duration)
+    except Exception as exc:
+        duration = time.perf_counter() - t0
+        channel.send("error", trial=trial, attempt=attempt, error=f"{type(exc).__name__}: {exc}",
+                     traceback=traceback.format_exc(), start=start, duration=duration)
+    return duration
+
+
+def spark_task(launch_json: str, partition: int, _rows: Iterator[Any]) -> Iterator[str]:
+    """Entry point of one Spark task (``mapPartitionsWithIndex``)."""
+    yield json.dumps(_spark_worker(launch_json, partition, None))
+
+
+def spark_task_with_fn(launch_json: str, train_fn: Callable[..., Any], partition: int, _rows: Iterator[Any]) -> Iterator[str]:
+    """Like :func:`spark_task`, for ``lagom`` with a callable (shipped by Spark)."""
+    yield json.dumps(_spark_worker(launch_json, partition, train_fn))
+
+
+def _spark_worker(launch_json: str, partition: int, train_fn: Callable[..., Any] | None) -> dict[str, Any]:
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    # The task attempt id is unique per attempt, so a restarted task registers as
+    # a fresh worker and the coordinator can tell it from the one that died.
+    worker_id = f"w{partition}.{ctx.taskAttemptId() if ctx else 0}"
+    return run_worker(Launch.from_json(launch_json), worker_id, train_fn)
