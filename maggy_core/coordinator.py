@@ -52,6 +52,7 @@ class _Trial:
     error: str | None = None
     traceback: str | None = None
     stop_requested_at: float | None = None
+    follows_stop_at: float | None = None  # when the stop that freed its worker was decided
 
     def frozen(self) -> FrozenTrial:
         return FrozenTrial(self.trial_id, dict(self.params), self.status, self.metric,
@@ -270,6 +271,9 @@ class Coordinator:
 
     def _on_end(self, trial: _Trial, worker: _Worker, msg: dict[str, Any]) -> None:
         trial.start, trial.duration = msg["start"], msg["duration"]
+        if trial.follows_stop_at is not None:
+            # Worker and coordinator clocks: the same machine, or NTP on a cluster.
+            self.stop_latencies.append(trial.start - trial.follows_stop_at)
         if msg["type"] == "final":
             trial.metric = None if msg["metric"] is None else float(msg["metric"])
             trial.metrics = msg["metrics"]
@@ -340,9 +344,7 @@ class Coordinator:
                                "worker": wid, "optimizer": self.optimizer.state_dict()})
             self.channel.assign(wid, {"type": "trial", "trial": trial.trial_id, "attempt": trial.attempt,
                                       "params": trial.params, "budget": trial.budget})
-            decided = self._stop_decided.pop(wid, None)
-            if decided is not None:
-                self.stop_latencies.append(time.time() - decided)
+            trial.follows_stop_at = self._stop_decided.pop(wid, None)
 
     def _next_trial(self) -> _Trial | None:
         if self.queue:
@@ -455,6 +457,9 @@ class Coordinator:
             "workers": [{"worker": w.worker_id, "host": w.host, "trials": w.trials, "busy": round(w.busy, 6)}
                         for w in workers],
             "spec": self.spec.to_dict(),
+            # Seconds from each stop decision to the stopped trial's worker being
+            # handed its next trial: how long an early stop keeps a slot idle.
+            "engine": {"stop_latencies": [round(s, 6) for s in self.stop_latencies]},
             "trials": [t.to_dict() for t in trials],
         }
 

@@ -1,0 +1,58 @@
+"""``maggy --version`` and ``maggy validate`` (no Spark needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from maggy_core import __version__
+from maggy_core.cli import EXIT_BAD_SPEC, EXIT_OK, main
+
+GOOD = """\
+name: ok
+train_fn: maggy_core.examples.sleep:train
+searchspace:
+  seconds: [DOUBLE, [0.01, 0.1]]
+num_trials: 3
+"""
+
+
+def write(tmp_path, text, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_validate_accepts_a_good_spec(tmp_path, capsys):
+    assert main(["validate", write(tmp_path, GOOD)]) == EXIT_OK
+    assert "valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (GOOD.replace("num_trials: 3", "num_trials: 0"), "num_trials"),
+        (GOOD.replace("DOUBLE", "FLOAT"), "searchspace.seconds"),
+        (GOOD + "directon: max\n", "directon"),
+        (GOOD.replace("sleep:train", "sleep:nothing"), "train_fn"),
+        (GOOD.replace("maggy_core.examples.sleep", "no_such_module"), "train_fn"),
+        # train() needs 'seconds'; the space gives only 'lr'.
+        (GOOD.replace("seconds: [DOUBLE", "lr: [DOUBLE"), "'seconds'"),
+        ("name: [unclosed\n", "spec"),
+    ],
+)
+def test_validate_names_the_field(tmp_path, capsys, text, needle):
+    assert main(["validate", write(tmp_path, text)]) == EXIT_BAD_SPEC
+    err = capsys.readouterr().err
+    assert needle in err
+
+
+def test_missing_file(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == EXIT_BAD_SPEC
+    assert "nope.yaml" in capsys.readouterr().err
