@@ -62,7 +62,13 @@ MESSAGE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "start": _NUM,
         "duration": _NUM,
     },
-    "error": {**_TRIAL_FIELDS, "error": (str,), "traceback": (str,), "start": _NUM, "duration": _NUM},
+    "error": {
+        **_TRIAL_FIELDS,
+        "error": (str,),
+        "traceback": (str,),
+        "start": _NUM,
+        "duration": _NUM,
+    },
     "bye": {"worker": (str,), "epoch": (int,), "busy": _NUM, "trials": (int,)},
     "trial": {
         "trial": (str,),
@@ -107,7 +113,9 @@ def decode(raw: str | bytes) -> dict[str, Any]:
 def validate(body: Mapping[str, Any]) -> None:
     """Check a decoded message against :data:`MESSAGE_FIELDS`."""
     if body.get("v") != SCHEMA_VERSION:
-        raise MessageError(f"field 'v': schema version must be {SCHEMA_VERSION}, got {body.get('v')!r}")
+        raise MessageError(
+            f"field 'v': schema version must be {SCHEMA_VERSION}, got {body.get('v')!r}"
+        )
     kind = body.get("type")
     if kind not in MESSAGE_FIELDS:
         raise MessageError(f"field 'type': must be one of {sorted(MESSAGE_FIELDS)}, got {kind!r}")
@@ -118,11 +126,18 @@ def validate(body: Mapping[str, Any]) -> None:
         # bool is an int in Python, never in our messages.
         if isinstance(value, bool) or not isinstance(value, types):
             allowed = "/".join("null" if t is type(None) else t.__name__ for t in types)
-            raise MessageError(f"field '{name}' of a {kind!r} message: must be {allowed}, got {value!r}")
+            raise MessageError(
+                f"field '{name}' of a {kind!r} message: must be {allowed}, got {value!r}"
+            )
         if isinstance(value, float) and not math.isfinite(value):
-            raise MessageError(f"field '{name}' of a {kind!r} message: must be finite, got {value!r}")
+            raise MessageError(
+                f"field '{name}' of a {kind!r} message: must be finite, got {value!r}"
+            )
     if kind == "final" and body["status"] not in FINAL_STATUSES:
-        raise MessageError(f"field 'status' of a 'final' message: must be one of {FINAL_STATUSES}, got {body['status']!r}")
+        raise MessageError(
+            f"field 'status' of a 'final' message: must be one of {FINAL_STATUSES}, "
+            f"got {body['status']!r}"
+        )
 
 
 def key_prefix(experiment_id: str) -> str:
@@ -207,7 +222,9 @@ class WorkerChannel(_Channel):
 
     def _event(self, kind: str, **fields: Any) -> str:
         self._seq += 1
-        return encode({"type": kind, "worker": self.worker, "epoch": self.epoch, "seq": self._seq, **fields})
+        return encode(
+            {"type": kind, "worker": self.worker, "epoch": self.epoch, "seq": self._seq, **fields}
+        )
 
     def send(self, kind: str, **fields: Any) -> None:
         """Append one event to the experiment's event stream."""
@@ -217,7 +234,17 @@ class WorkerChannel(_Channel):
         self.heartbeat()
         self.client.xadd(
             self.key("events"),
-            {"m": encode({"type": "register", "worker": self.worker, "epoch": self.epoch, "host": host, "pid": pid})},
+            {
+                "m": encode(
+                    {
+                        "type": "register",
+                        "worker": self.worker,
+                        "epoch": self.epoch,
+                        "host": host,
+                        "pid": pid,
+                    }
+                )
+            },
         )
 
     def report(self, trial: str, attempt: int, step: int, value: float) -> bool:
@@ -298,7 +325,9 @@ class CoordinatorChannel(_Channel):
         mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
         self.client.hset(self.key("meta"), mapping=mapping)
 
-    def read_events(self, block_ms: int = 200, count: int = 256) -> list[tuple[bytes, dict[str, Any] | MessageError]]:
+    def read_events(
+        self, block_ms: int = 200, count: int = 256
+    ) -> list[tuple[bytes, dict[str, Any] | MessageError]]:
         """Read the next events for the coordinator's consumer.
 
         Returns:
@@ -308,7 +337,9 @@ class CoordinatorChannel(_Channel):
         import redis
 
         try:
-            reply = self.client.xreadgroup(GROUP, self.CONSUMER, {self.key("events"): ">"}, count=count, block=block_ms)
+            reply = self.client.xreadgroup(
+                GROUP, self.CONSUMER, {self.key("events"): ">"}, count=count, block=block_ms
+            )
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -354,7 +385,10 @@ class CoordinatorChannel(_Channel):
 
     def heartbeats(self) -> dict[str, float]:
         """Worker id -> time of its last heartbeat."""
-        return {w.decode(): score for w, score in self.client.zrange(self.key("workers"), 0, -1, withscores=True)}
+        return {
+            w.decode(): score
+            for w, score in self.client.zrange(self.key("workers"), 0, -1, withscores=True)
+        }
 
     def forget_worker(self, worker: str) -> None:
         self.client.zrem(self.key("workers"), worker)

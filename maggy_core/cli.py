@@ -30,29 +30,51 @@ def _conf(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="maggy", description="Asynchronous hyperparameter search on Spark and Redis.")
+    p = argparse.ArgumentParser(
+        prog="maggy", description="Asynchronous hyperparameter search on Spark and Redis."
+    )
     p.add_argument("--version", action="version", version=f"maggy-airflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment spec (YAML or JSON) to its end")
     run.add_argument("spec", help="path of the experiment spec")
-    run.add_argument("--master", help="Spark master (default: $MAGGY_SPARK_MASTER or local[workers])")
-    run.add_argument("--redis-url", help="Redis URL (default: $MAGGY_REDIS_URL, localhost:6379, or a private server)")
-    run.add_argument("--results-dir", help="where experiment directories go (default: $MAGGY_RESULTS_DIR or ./maggy-results)")
+    run.add_argument(
+        "--master", help="Spark master (default: $MAGGY_SPARK_MASTER or local[workers])"
+    )
+    run.add_argument(
+        "--redis-url",
+        help="Redis URL (default: $MAGGY_REDIS_URL, localhost:6379, or a private server)",
+    )
+    run.add_argument(
+        "--results-dir",
+        help="where experiment directories go (default: $MAGGY_RESULTS_DIR or ./maggy-results)",
+    )
     run.add_argument("--experiment-id", help="name the experiment; an id with a journal is resumed")
     run.add_argument("--workers", type=int, help="override the spec's workers")
     run.add_argument("--num-trials", type=int, help="override the spec's num_trials")
-    run.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting (repeatable)")
+    run.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting (repeatable)",
+    )
     run.add_argument("--json", action="store_true", help="print result.json instead of the table")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    val = sub.add_parser("validate", help="check a spec (and that its train_fn imports) without running it")
+    val = sub.add_parser(
+        "validate", help="check a spec (and that its train_fn imports) without running it"
+    )
     val.add_argument("spec")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
     from maggy_core.runner import prepare, run_experiment
     from maggy_core.spec import load_spec
 
@@ -60,8 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = load_spec(args.spec)
         if args.command == "validate":
             prepare(spec)
-            print(f"{args.spec}: valid ({len(spec.searchspace)} parameters, {spec.num_trials} trials, "
-                  f"optimizer {spec.optimizer.name})")
+            print(
+                f"{args.spec}: valid ({len(spec.searchspace)} parameters, "
+                f"{spec.num_trials} trials, "
+                f"optimizer {spec.optimizer.name})"
+            )
             return EXIT_OK
         changes: dict[str, Any] = {}
         if args.workers is not None:
@@ -71,8 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if changes:
             spec = spec.replace(**changes)
         logging.getLogger("maggy").setLevel(logging.WARNING if args.quiet else logging.INFO)
-        result = run_experiment(spec, master=args.master, redis_url=args.redis_url, results_dir=args.results_dir,
-                                spark_conf=_conf(args.conf), experiment_id=args.experiment_id)
+        result = run_experiment(
+            spec,
+            master=args.master,
+            redis_url=args.redis_url,
+            results_dir=args.results_dir,
+            spark_conf=_conf(args.conf),
+            experiment_id=args.experiment_id,
+        )
     except SpecError as exc:
         print(f"maggy: {exc}", file=sys.stderr)
         return EXIT_BAD_SPEC
@@ -91,22 +122,32 @@ def summary_table(result: dict[str, Any], limit: int = 20) -> str:
         f"experiment {result['experiment_id']}: {result['status']}"
         + (f" ({result['reason']})" if result["reason"] else ""),
         f"  trials: {result['num_trials']} ended: {counts['finished']} finished, "
-        f"{counts['early_stopped']} early-stopped, {counts['failed']} failed; {result['duration']:.1f} s",
+        f"{counts['early_stopped']} early-stopped, {counts['failed']} failed; "
+        f"{result['duration']:.1f} s",
     ]
     best = result["best"]
     if best:
-        lines.append(f"  best: {best['trial_id']} {key}={best['metric']:.6g} {json.dumps(best['params'])}")
+        lines.append(
+            f"  best: {best['trial_id']} {key}={best['metric']:.6g} {json.dumps(best['params'])}"
+        )
     lines.append(f"  results: {result['results_dir']}")
     ranked = sorted(
         result["trials"],
-        key=lambda t: (t["status"] != "finished", t["metric"] is None, -sign * (t["metric"] or 0.0)),
+        key=lambda t: (
+            t["status"] != "finished",
+            t["metric"] is None,
+            -sign * (t["metric"] or 0.0),
+        ),
     )
     lines.append("")
     lines.append(f"  {'trial':<7} {'status':<13} {key:>12} {'seconds':>8}  params")
     for t in ranked[:limit]:
         metric = "-" if t["metric"] is None else f"{t['metric']:.6g}"
         secs = "-" if t["duration"] is None else f"{t['duration']:.2f}"
-        lines.append(f"  {t['trial_id']:<7} {t['status']:<13} {metric:>12} {secs:>8}  {json.dumps(t['params'])}")
+        lines.append(
+            f"  {t['trial_id']:<7} {t['status']:<13} {metric:>12} {secs:>8}  "
+            f"{json.dumps(t['params'])}"
+        )
     if len(ranked) > limit:
         lines.append(f"  ... {len(ranked) - limit} more in result.json")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ trial is updated incrementally. ``result.json`` is written once, at the end.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -55,15 +56,32 @@ class _Trial:
     follows_stop_at: float | None = None  # when the stop that freed its worker was decided
 
     def frozen(self) -> FrozenTrial:
-        return FrozenTrial(self.trial_id, dict(self.params), self.status, self.metric,
-                           tuple(self.history), self.budget, dict(self.info))
+        return FrozenTrial(
+            self.trial_id,
+            dict(self.params),
+            self.status,
+            self.metric,
+            tuple(self.history),
+            self.budget,
+            dict(self.info),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "trial_id": self.trial_id, "params": self.params, "status": self.status.value,
-            "metric": self.metric, "metrics": self.metrics, "history": [list(h) for h in self.history],
-            "budget": self.budget, "info": self.info, "attempts": self.attempt, "worker": self.worker,
-            "start": self.start, "duration": self.duration, "error": self.error, "traceback": self.traceback,
+            "trial_id": self.trial_id,
+            "params": self.params,
+            "status": self.status.value,
+            "metric": self.metric,
+            "metrics": self.metrics,
+            "history": [list(h) for h in self.history],
+            "budget": self.budget,
+            "info": self.info,
+            "attempts": self.attempt,
+            "worker": self.worker,
+            "start": self.start,
+            "duration": self.duration,
+            "error": self.error,
+            "traceback": self.traceback,
         }
 
 
@@ -125,7 +143,10 @@ class Coordinator:
         self.status: str | None = None  # set when the experiment ends
         self.reason = ""
         self.best: _Trial | None = None
-        self.counts = {s.value: 0 for s in (TrialStatus.FINISHED, TrialStatus.EARLY_STOPPED, TrialStatus.FAILED)}
+        self.counts = {
+            s.value: 0
+            for s in (TrialStatus.FINISHED, TrialStatus.EARLY_STOPPED, TrialStatus.FAILED)
+        }
         self.consecutive_failures = 0
         self.started = time.time()
         self.stop_latencies: list[float] = []
@@ -138,16 +159,30 @@ class Coordinator:
     def open(self) -> None:
         """Open the channel and the journal; resume from an earlier journal."""
         records = self.store.read_journal()
-        self.channel.open(self.epoch, {
-            "state": "running", "experiment_id": self.experiment_id, "name": self.spec.name,
-            "hb_interval": self.spec.hb_interval, "num_trials": self.spec.num_trials,
-            "direction": self.spec.direction, "optimization_key": self.spec.optimization_key,
-            "results_dir": str(self.store.root), "started": self.started,
-        })
+        self.channel.open(
+            self.epoch,
+            {
+                "state": "running",
+                "experiment_id": self.experiment_id,
+                "name": self.spec.name,
+                "hb_interval": self.spec.hb_interval,
+                "num_trials": self.spec.num_trials,
+                "direction": self.spec.direction,
+                "optimization_key": self.spec.optimization_key,
+                "results_dir": str(self.store.root),
+                "started": self.started,
+            },
+        )
         if records:
             self._resume(records)
-        self.store.append({"type": "experiment", "experiment_id": self.experiment_id, "epoch": self.epoch,
-                           "spec": self.spec.to_dict()})
+        self.store.append(
+            {
+                "type": "experiment",
+                "experiment_id": self.experiment_id,
+                "epoch": self.epoch,
+                "spec": self.spec.to_dict(),
+            }
+        )
         self._publish_meta()
 
     def _resume(self, records: list[dict[str, Any]]) -> None:
@@ -155,8 +190,9 @@ class Coordinator:
         for rec in records:
             kind = rec.get("type")
             if kind == "trial_started":
-                t = self.trials.get(rec["trial_id"]) or _Trial(rec["trial_id"], rec["params"], rec.get("budget"),
-                                                               rec.get("info") or {})
+                t = self.trials.get(rec["trial_id"]) or _Trial(
+                    rec["trial_id"], rec["params"], rec.get("budget"), rec.get("info") or {}
+                )
                 t.attempt = rec["attempt"]
                 t.status = TrialStatus.RUNNING
                 self.trials[t.trial_id] = t
@@ -185,13 +221,19 @@ class Coordinator:
                 t.status = TrialStatus.PENDING
                 self.queue.append(t.trial_id)
                 requeued += 1
-        log.info("resuming experiment %s: kept %d ended trials, running %d unfinished ones again",
-                 self.experiment_id, kept, requeued)
+        log.info(
+            "resuming experiment %s: kept %d ended trials, running %d unfinished ones again",
+            self.experiment_id,
+            kept,
+            requeued,
+        )
         self.store.append({"type": "resumed", "kept": kept, "requeued": requeued})
 
     # ---------------------------------------------------------------- the loop
 
-    def run(self, job_alive: Callable[[], bool] = lambda: True, block_ms: int = 100) -> dict[str, Any]:
+    def run(
+        self, job_alive: Callable[[], bool] = lambda: True, block_ms: int = 100
+    ) -> dict[str, Any]:
         """Drive the experiment until it ends; return the result (also written).
 
         Args:
@@ -203,7 +245,9 @@ class Coordinator:
         while self.status is None:
             self.poll(block_ms)
             if self.status is None and not job_alive():
-                self._end("failed", "the Spark job running the workers ended before the experiment did")
+                self._end(
+                    "failed", "the Spark job running the workers ended before the experiment did"
+                )
         return self.result()
 
     def poll(self, block_ms: int = 100) -> None:
@@ -266,8 +310,13 @@ class Coordinator:
             self.channel.request_stop(trial.trial_id)
             if trial.worker is not None:
                 self._stop_decided[trial.worker] = trial.stop_requested_at
-            log.info("trial %s stopped early at step %d (%s=%.6g)", trial.trial_id, step,
-                     self.spec.optimization_key, value)
+            log.info(
+                "trial %s stopped early at step %d (%s=%.6g)",
+                trial.trial_id,
+                step,
+                self.spec.optimization_key,
+                value,
+            )
 
     def _on_end(self, trial: _Trial, worker: _Worker, msg: dict[str, Any]) -> None:
         trial.start, trial.duration = msg["start"], msg["duration"]
@@ -293,9 +342,12 @@ class Coordinator:
         if self.status is None:
             self.idle.append(worker.worker_id)
         if self.consecutive_failures >= self.spec.max_consecutive_failures and self.status is None:
-            self._end("failed", f"{self.consecutive_failures} trials failed in a row "
-                                f"(max_consecutive_failures={self.spec.max_consecutive_failures}); "
-                                f"last error: {trial.error}")
+            self._end(
+                "failed",
+                f"{self.consecutive_failures} trials failed in a row "
+                f"(max_consecutive_failures={self.spec.max_consecutive_failures}); "
+                f"last error: {trial.error}",
+            )
 
     def _finish_trial(self, trial: _Trial) -> None:
         """Record a terminal trial: counts, best, rule, optimiser, journal, progress."""
@@ -305,8 +357,14 @@ class Coordinator:
             self.rule.observe_finished(frozen)
         self.optimizer.observe(frozen)
         self._update_best(trial)
-        self.store.append({"type": "trial_ended", "trial_id": trial.trial_id, "trial": trial.to_dict(),
-                           "optimizer": self.optimizer.state_dict()})
+        self.store.append(
+            {
+                "type": "trial_ended",
+                "trial_id": trial.trial_id,
+                "trial": trial.to_dict(),
+                "optimizer": self.optimizer.state_dict(),
+            }
+        )
         self.store.close_trial_log(trial.trial_id)
         self._progress(trial)
 
@@ -317,7 +375,10 @@ class Coordinator:
         # Finished trials rank above early-stopped ones: a stopped trial's last
         # value is a partial result.
         rank = (trial.status is TrialStatus.FINISHED, self.sign * trial.metric)
-        if best is None or rank > (best.status is TrialStatus.FINISHED, self.sign * (best.metric or 0.0)):
+        if best is None or rank > (
+            best.status is TrialStatus.FINISHED,
+            self.sign * (best.metric or 0.0),
+        ):
             self.best = trial
 
     # ---------------------------------------------------------------- dispatch
@@ -339,11 +400,28 @@ class Coordinator:
             trial.history = []
             trial.stop_requested_at = None
             worker.trial = trial.trial_id
-            self.store.append({"type": "trial_started", "trial_id": trial.trial_id, "attempt": trial.attempt,
-                               "params": trial.params, "budget": trial.budget, "info": trial.info,
-                               "worker": wid, "optimizer": self.optimizer.state_dict()})
-            self.channel.assign(wid, {"type": "trial", "trial": trial.trial_id, "attempt": trial.attempt,
-                                      "params": trial.params, "budget": trial.budget})
+            self.store.append(
+                {
+                    "type": "trial_started",
+                    "trial_id": trial.trial_id,
+                    "attempt": trial.attempt,
+                    "params": trial.params,
+                    "budget": trial.budget,
+                    "info": trial.info,
+                    "worker": wid,
+                    "optimizer": self.optimizer.state_dict(),
+                }
+            )
+            self.channel.assign(
+                wid,
+                {
+                    "type": "trial",
+                    "trial": trial.trial_id,
+                    "attempt": trial.attempt,
+                    "params": trial.params,
+                    "budget": trial.budget,
+                },
+            )
             trial.follows_stop_at = self._stop_decided.pop(wid, None)
 
     def _next_trial(self) -> _Trial | None:
@@ -375,14 +453,20 @@ class Coordinator:
                 self._lose_worker(worker)
 
     def _lose_worker(self, worker: _Worker) -> None:
-        log.warning("worker %s sent no heartbeat for %.0f s: lost", worker.worker_id, self.worker_timeout)
+        log.warning(
+            "worker %s sent no heartbeat for %.0f s: lost", worker.worker_id, self.worker_timeout
+        )
         trial = self.trials.get(worker.trial) if worker.trial else None
         self._drop_worker(worker.worker_id)
         self.channel.forget_worker(worker.worker_id)
         if trial is None:
             return
         if trial.attempt < self.spec.max_attempts:
-            log.info("trial %s (attempt %d) runs again: its worker was lost", trial.trial_id, trial.attempt)
+            log.info(
+                "trial %s (attempt %d) runs again: its worker was lost",
+                trial.trial_id,
+                trial.attempt,
+            )
             trial.status = TrialStatus.PENDING
             self.queue.appendleft(trial.trial_id)
         else:
@@ -394,10 +478,8 @@ class Coordinator:
         worker = self.workers.pop(wid, None)
         if worker is not None:
             self._gone.append(worker)
-        try:
+        with contextlib.suppress(ValueError):  # not idle: it was running a trial
             self.idle.remove(wid)
-        except ValueError:
-            pass
 
     # ---------------------------------------------------------------- the end
 
@@ -448,14 +530,27 @@ class Coordinator:
             "optimization_key": self.spec.optimization_key,
             "num_trials": sum(1 for t in trials if t.status.is_terminal),
             "counts": dict(self.counts),
-            "best": None if best is None else
-            {"trial_id": best.trial_id, "params": best.params, "metric": best.metric, "status": best.status.value},
+            "best": None
+            if best is None
+            else {
+                "trial_id": best.trial_id,
+                "params": best.params,
+                "metric": best.metric,
+                "status": best.status.value,
+            },
             "started": self.started,
             "ended": ended,
             "duration": ended - self.started,
             "results_dir": str(self.store.root),
-            "workers": [{"worker": w.worker_id, "host": w.host, "trials": w.trials, "busy": round(w.busy, 6)}
-                        for w in workers],
+            "workers": [
+                {
+                    "worker": w.worker_id,
+                    "host": w.host,
+                    "trials": w.trials,
+                    "busy": round(w.busy, 6),
+                }
+                for w in workers
+            ],
             "spec": self.spec.to_dict(),
             # Seconds from each stop decision to the stopped trial's worker being
             # handed its next trial: how long an early stop keeps a slot idle.
@@ -468,9 +563,12 @@ class Coordinator:
     def _publish_meta(self) -> None:
         best = self.best
         self.channel.set_meta(
-            finished=self.counts["finished"], early_stopped=self.counts["early_stopped"],
-            failed=self.counts["failed"], running=len(self._running()),
-            best_trial=best.trial_id if best else "", best_metric=best.metric if best else None,
+            finished=self.counts["finished"],
+            early_stopped=self.counts["early_stopped"],
+            failed=self.counts["failed"],
+            running=len(self._running()),
+            best_trial=best.trial_id if best else "",
+            best_metric=best.metric if best else None,
             best_params=best.params if best else None,
         )
 
@@ -481,9 +579,15 @@ class Coordinator:
         metric = "-" if trial.metric is None else f"{trial.metric:.6g}"
         params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
         best = self.best
-        best_text = f"best {best.metric:.6g} ({best.trial_id})" if best and best.metric is not None else "no best yet"
-        line = (f"trial {trial.trial_id} {trial.status.value:<13} {key}={metric}  {params}  "
-                f"[{done}/{self.spec.num_trials} ended, {best_text}]")
+        best_text = (
+            f"best {best.metric:.6g} ({best.trial_id})"
+            if best and best.metric is not None
+            else "no best yet"
+        )
+        line = (
+            f"trial {trial.trial_id} {trial.status.value:<13} {key}={metric}  {params}  "
+            f"[{done}/{self.spec.num_trials} ended, {best_text}]"
+        )
         if trial.status is TrialStatus.FAILED:
             line += f"  error: {trial.error}"
         log.info(line)

@@ -8,7 +8,9 @@ from typing import Any
 from maggy_core.spec import ExperimentSpec
 
 
-def lagom(train_fn: Callable[..., Any] | str, config: ExperimentSpec, **options: Any) -> dict[str, Any]:
+def lagom(
+    train_fn: Callable[..., Any] | str, config: ExperimentSpec, **options: Any
+) -> dict[str, Any]:
     """Run ``config`` with ``train_fn`` on the active SparkSession (or a new one).
 
     Args:

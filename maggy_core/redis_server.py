@@ -89,15 +89,32 @@ class PrivateRedis:
         for _ in range(5):  # a port may be taken between probing and binding
             self.port = _free_port(self.host)
             self._proc = subprocess.Popen(
-                [exe, "--bind", self.host, "--port", str(self.port), "--save", "", "--appendonly", "no",
-                 "--dir", self._dir, "--protected-mode", "no", "--loglevel", "warning"],
+                [
+                    exe,
+                    "--bind",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self._dir,
+                    "--protected-mode",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self._proc.poll() is None:
                 if ping(self.url, timeout=0.2):
-                    log.info("started a private Redis server at %s (pid %d)", self.url, self._proc.pid)
+                    log.info(
+                        "started a private Redis server at %s (pid %d)", self.url, self._proc.pid
+                    )
                     return self.url
                 time.sleep(0.05)
             self.stop()

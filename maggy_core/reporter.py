@@ -79,7 +79,9 @@ class Reporter:
             raise ValueError(f"broadcast: 'step' must be a non-negative integer, got {step!r}")
         step = int(step)
         self.history.append((step, value))
-        if self._channel is not None and self._channel.report(self.trial_id, self.attempt, step, value):
+        if self._channel is not None and self._channel.report(
+            self.trial_id, self.attempt, step, value
+        ):
             self.stopped = True
         if self.stopped:
             raise EarlyStopException(value)

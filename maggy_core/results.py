@@ -57,13 +57,17 @@ class ResultStore:
         """Append one record to the journal and flush it to the OS."""
         if self._journal is None:
             self._journal = self.journal_path.open("a", encoding="utf-8")
-        self._journal.write(json.dumps({"time": time.time(), **record}, separators=(",", ":")) + "\n")
+        self._journal.write(
+            json.dumps({"time": time.time(), **record}, separators=(",", ":")) + "\n"
+        )
         self._journal.flush()
 
     def trial_log(self, trial_id: str, line: str) -> None:
         fh = self._logs.get(trial_id)
         if fh is None:
-            fh = self._logs[trial_id] = (self.root / "trials" / f"{trial_id}.log").open("a", encoding="utf-8")
+            fh = self._logs[trial_id] = (self.root / "trials" / f"{trial_id}.log").open(
+                "a", encoding="utf-8"
+            )
         fh.write(line.rstrip("\n") + "\n")
         fh.flush()
 
@@ -93,4 +97,4 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         p = p / RESULT
-    return json.loads(p.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return json.loads(p.read_text(encoding="utf-8"))

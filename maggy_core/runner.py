@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ LOCAL_SPARK_CONF = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress"
 
 
 def new_experiment_id(name: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{name}-{stamp}-{secrets.token_hex(2)}"
 
 
@@ -65,7 +65,9 @@ def prepare(spec: ExperimentSpec, train_fn: Callable[..., Any] | None = None) ->
     """
     if train_fn is None:
         if not spec.train_fn:
-            raise SpecError.one("train_fn", "is required: 'module:function' (or pass a callable to lagom)")
+            raise SpecError.one(
+                "train_fn", "is required: 'module:function' (or pass a callable to lagom)"
+            )
         train_fn = load_callable(spec.train_fn)
     problems = check_signature(train_fn, spec.searchspace.names())
     if problems:
@@ -76,17 +78,26 @@ def prepare(spec: ExperimentSpec, train_fn: Callable[..., Any] | None = None) ->
 
 
 def _make_optimizer(spec: ExperimentSpec):
-    return get_optimizer(spec.optimizer.name, spec.searchspace, num_trials=spec.num_trials,
-                         direction=spec.direction, seed=spec.seed, options=spec.optimizer.options)
+    return get_optimizer(
+        spec.optimizer.name,
+        spec.searchspace,
+        num_trials=spec.num_trials,
+        direction=spec.direction,
+        seed=spec.seed,
+        options=spec.optimizer.options,
+    )
 
 
 def _make_rule(spec: ExperimentSpec):
-    return get_stopping_rule(spec.es_policy, direction=spec.direction, min_trials=spec.es_min,
-                             interval=spec.es_interval)
+    return get_stopping_rule(
+        spec.es_policy, direction=spec.direction, min_trials=spec.es_min, interval=spec.es_interval
+    )
 
 
 @contextmanager
-def spark_context(master: str | None, app_name: str, conf: Mapping[str, str] | None) -> Iterator[Any]:
+def spark_context(
+    master: str | None, app_name: str, conf: Mapping[str, str] | None
+) -> Iterator[Any]:
     """The active SparkContext, or a new one (stopped at the end) on ``master``.
 
     A plain SparkContext, not a SparkSession: the engine needs no SQL, and the
@@ -194,19 +205,43 @@ def run_experiment(
 
     with redis_for_experiment(redis_url) as url:
         channel = CoordinatorChannel(url, exp_id)
-        coordinator = Coordinator(spec, exp_id, channel, store, _make_optimizer(spec), _make_rule(spec), epoch=epoch)
+        coordinator = Coordinator(
+            spec, exp_id, channel, store, _make_optimizer(spec), _make_rule(spec), epoch=epoch
+        )
         coordinator.open()
-        log.info("experiment %s: %d trials, %d workers, optimizer %s, results in %s",
-                 exp_id, spec.num_trials, spec.workers, spec.optimizer.name, store.root)
-        launch = Launch(exp_id, url, epoch, spec.hb_interval, spec.optimization_key,
-                        spec.train_fn if train_fn is None else None).to_json()
-        task = (functools.partial(spark_task, launch) if train_fn is None
-                else functools.partial(spark_task_with_fn, launch, fn))
-        with spark_context(master, f"maggy-{spec.name}", spark_conf) as sc, _stop_on_signals(coordinator):
+        log.info(
+            "experiment %s: %d trials, %d workers, optimizer %s, results in %s",
+            exp_id,
+            spec.num_trials,
+            spec.workers,
+            spec.optimizer.name,
+            store.root,
+        )
+        launch = Launch(
+            exp_id,
+            url,
+            epoch,
+            spec.hb_interval,
+            spec.optimization_key,
+            spec.train_fn if train_fn is None else None,
+        ).to_json()
+        task = (
+            functools.partial(spark_task, launch)
+            if train_fn is None
+            else functools.partial(spark_task_with_fn, launch, fn)
+        )
+        with (
+            spark_context(master, f"maggy-{spec.name}", spark_conf) as sc,
+            _stop_on_signals(coordinator),
+        ):
             slots = sc.defaultParallelism
             if slots < spec.workers:
-                log.warning("Spark offers %d task slots for %d workers: only %d trials run at a time",
-                            slots, spec.workers, slots)
+                log.warning(
+                    "Spark offers %d task slots for %d workers: only %d trials run at a time",
+                    slots,
+                    spec.workers,
+                    slots,
+                )
             job = _Job(sc, f"maggy-{exp_id}", spec.workers, task)
             job.start()
             t0 = time.monotonic()

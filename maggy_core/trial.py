@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class TrialStatus(str, enum.Enum):
+class TrialStatus(enum.StrEnum):
     """Lifecycle of a trial. Terminal states: FINISHED, EARLY_STOPPED, FAILED."""
 
     PENDING = "pending"

@@ -60,7 +60,7 @@ def load_callable(path: str) -> Callable[..., Any]:
             raise SpecError.one("train_fn", f"module {module_name!r} has no attribute {attr!r}")
     if not callable(obj):
         raise SpecError.one("train_fn", f"{path!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def check_signature(fn: Callable[..., Any], param_names: Iterable[str]) -> list[tuple[str, str]]:
@@ -85,27 +85,46 @@ def check_signature(fn: Callable[..., Any], param_names: Iterable[str]) -> list[
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if p.kind is p.POSITIONAL_ONLY:
-            problems.append(("train_fn", f"{name}: argument {p.name!r} is positional-only; arguments are passed by name"))
+            problems.append(
+                (
+                    "train_fn",
+                    f"{name}: argument {p.name!r} is positional-only; arguments are passed by name",
+                )
+            )
         elif p.name not in names and p.name not in INJECTED and p.default is p.empty:
             problems.append(
-                ("train_fn", f"{name}: argument {p.name!r} has no default and is neither a hyperparameter "
-                 f"(the space has {sorted(names)}) nor one of {list(INJECTED)}")
+                (
+                    "train_fn",
+                    f"{name}: argument {p.name!r} has no default and is neither a hyperparameter "
+                    f"(the space has {sorted(names)}) nor one of {list(INJECTED)}",
+                )
             )
     if not has_var_kw and "hparams" not in params:
         for missing in sorted(names - set(params)):
             problems.append(
-                (f"searchspace.{missing}", f"{name} takes no argument {missing!r} (and no hparams or **kwargs)")
+                (
+                    f"searchspace.{missing}",
+                    f"{name} takes no argument {missing!r} (and no hparams or **kwargs)",
+                )
             )
     return problems
 
 
 def build_kwargs(
-    fn: Callable[..., Any], params: Mapping[str, Any], reporter: Reporter, budget: float | None, trial_id: str
+    fn: Callable[..., Any],
+    params: Mapping[str, Any],
+    reporter: Reporter,
+    budget: float | None,
+    trial_id: str,
 ) -> dict[str, Any]:
     """The keyword arguments of one call of a training function."""
     sig = inspect.signature(fn)
-    injected = {"hparams": {**params, **({"budget": budget} if budget is not None else {})},
-                "reporter": reporter, "budget": budget, "trial_id": trial_id}
+    injected = {
+        "hparams": {**params, **({"budget": budget} if budget is not None else {})},
+        "reporter": reporter,
+        "budget": budget,
+        "trial_id": trial_id,
+    }
     kwargs: dict[str, Any] = {}
     var_kw = False
     for p in sig.parameters.values():
@@ -144,14 +163,20 @@ def interpret_return(value: Any, key: str) -> tuple[float, dict[str, float]]:
     if isinstance(value, Mapping):
         if key not in value:
             raise TrialResultError(
-                f"the returned dict has no key {key!r} (optimization_key); it has {sorted(map(str, value))}"
+                f"the returned dict has no key {key!r} (optimization_key); "
+                f"it has {sorted(map(str, value))}"
             )
         metric = number(value[key], f"return value[{key!r}]")
-        extras = {str(k): float(v) for k, v in value.items()
-                  if not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(float(v))}
+        extras = {
+            str(k): float(v)
+            for k, v in value.items()
+            if not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(float(v))
+        }
         return metric, extras
     if value is None:
-        raise TrialResultError(f"train_fn returned None; return a number or a dict with the key {key!r}")
+        raise TrialResultError(
+            f"train_fn returned None; return a number or a dict with the key {key!r}"
+        )
     return number(value, "return value"), {}
 
 
@@ -189,7 +214,9 @@ class Launch:
         return cls(**json.loads(raw))
 
 
-def run_worker(launch: Launch, worker_id: str, train_fn: Callable[..., Any] | None = None) -> dict[str, Any]:
+def run_worker(
+    launch: Launch, worker_id: str, train_fn: Callable[..., Any] | None = None
+) -> dict[str, Any]:
     """Run trials until the coordinator says done. Returns the worker's summary."""
     fn = train_fn if train_fn is not None else load_callable(launch.train_fn or "")
     channel = WorkerChannel(launch.redis_url, launch.experiment_id, worker_id, launch.epoch)
@@ -213,10 +240,18 @@ def run_worker(launch: Launch, worker_id: str, train_fn: Callable[..., Any] | No
     finally:
         beat.halt.set()
         channel.close()
-    return {"worker": worker_id, "busy": busy, "trials": trials, "started": started, "ended": time.time()}
+    return {
+        "worker": worker_id,
+        "busy": busy,
+        "trials": trials,
+        "started": started,
+        "ended": time.time(),
+    }
 
 
-def _run_trial(channel: WorkerChannel, fn: Callable[..., Any], msg: dict[str, Any], key: str) -> float:
+def _run_trial(
+    channel: WorkerChannel, fn: Callable[..., Any], msg: dict[str, Any], key: str
+) -> float:
     """Run one assignment and send its outcome. Returns the seconds it took."""
     trial, attempt = msg["trial"], msg["attempt"]
     reporter = Reporter(channel, trial, attempt, msg["params"])
@@ -227,16 +262,39 @@ def _run_trial(channel: WorkerChannel, fn: Callable[..., Any], msg: dict[str, An
         metric, metrics = interpret_return(result, key)
         status = "early_stopped" if reporter.stopped else "finished"
         duration = time.perf_counter() - t0
-        channel.send("final", trial=trial, attempt=attempt, status=status, metric=metric,
-                     metrics=metrics, start=start, duration=duration)
+        channel.send(
+            "final",
+            trial=trial,
+            attempt=attempt,
+            status=status,
+            metric=metric,
+            metrics=metrics,
+            start=start,
+            duration=duration,
+        )
     except EarlyStopException:
         duration = time.perf_counter() - t0
-        channel.send("final", trial=trial, attempt=attempt, status="early_stopped",
-                     metric=reporter.last_metric, metrics={}, start=start, duration=duration)
+        channel.send(
+            "final",
+            trial=trial,
+            attempt=attempt,
+            status="early_stopped",
+            metric=reporter.last_metric,
+            metrics={},
+            start=start,
+            duration=duration,
+        )
     except Exception as exc:
         duration = time.perf_counter() - t0
-        channel.send("error", trial=trial, attempt=attempt, error=f"{type(exc).__name__}: {exc}",
-                     traceback=traceback.format_exc(), start=start, duration=duration)
+        channel.send(
+            "error",
+            trial=trial,
+            attempt=attempt,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            start=start,
+            duration=duration,
+        )
     return duration
 
 
@@ -245,12 +303,16 @@ def spark_task(launch_json: str, partition: int, _rows: Iterator[Any]) -> Iterat
     yield json.dumps(_spark_worker(launch_json, partition, None))
 
 
-def spark_task_with_fn(launch_json: str, train_fn: Callable[..., Any], partition: int, _rows: Iterator[Any]) -> Iterator[str]:
+def spark_task_with_fn(
+    launch_json: str, train_fn: Callable[..., Any], partition: int, _rows: Iterator[Any]
+) -> Iterator[str]:
     """Like :func:`spark_task`, for ``lagom`` with a callable (shipped by Spark)."""
     yield json.dumps(_spark_worker(launch_json, partition, train_fn))
 
 
-def _spark_worker(launch_json: str, partition: int, train_fn: Callable[..., Any] | None) -> dict[str, Any]:
+def _spark_worker(
+    launch_json: str, partition: int, train_fn: Callable[..., Any] | None
+) -> dict[str, Any]:
     from pyspark import TaskContext
 
     ctx = TaskContext.get()

@@ -52,7 +52,10 @@ def test_stop_flag_is_read_on_the_next_report(channels):
 def test_assignments_reach_the_worker(channels):
     co, wk = channels
     assert wk.next_message(timeout=0.1) is None
-    co.assign("w0.1", {"type": "trial", "trial": "t0003", "attempt": 2, "params": {"lr": 0.1}, "budget": None})
+    co.assign(
+        "w0.1",
+        {"type": "trial", "trial": "t0003", "attempt": 2, "params": {"lr": 0.1}, "budget": None},
+    )
     msg = wk.next_message(timeout=1)
     assert msg["trial"] == "t0003" and msg["attempt"] == 2 and msg["params"] == {"lr": 0.1}
 

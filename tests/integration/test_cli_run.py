@@ -37,9 +37,22 @@ def write_spec(tmp_path: Path, **over) -> Path:
 def test_maggy_run_prints_progress_and_a_summary(tmp_path, redis_url):
     spec = write_spec(tmp_path)
     proc = subprocess.run(
-        [MAGGY, "run", str(spec), "--master", "local[2]", "--redis-url", redis_url,
-         "--results-dir", str(tmp_path / "out"), "--experiment-id", "cli-run"],
-        capture_output=True, text=True, timeout=300,
+        [
+            MAGGY,
+            "run",
+            str(spec),
+            "--master",
+            "local[2]",
+            "--redis-url",
+            redis_url,
+            "--results-dir",
+            str(tmp_path / "out"),
+            "--experiment-id",
+            "cli-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     progress = [line for line in proc.stderr.splitlines() if "maggy: trial t" in line]
@@ -54,13 +67,30 @@ def test_maggy_run_prints_progress_and_a_summary(tmp_path, redis_url):
 
 def test_sigterm_stops_the_experiment_and_leaves_nothing_running(tmp_path, redis_url):
     # Long trials: the experiment is still running when the signal comes.
-    spec = write_spec(tmp_path, searchspace={"seconds": ["DOUBLE", [20, 30]], "x": ["DOUBLE", [0, 1]]},
-                      num_trials=4)
+    spec = write_spec(
+        tmp_path,
+        searchspace={"seconds": ["DOUBLE", [20, 30]], "x": ["DOUBLE", [0, 1]]},
+        num_trials=4,
+    )
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [MAGGY, "run", str(spec), "--master", "local[2]", "--redis-url", redis_url,
-         "--results-dir", str(out), "--experiment-id", "cli-term"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            MAGGY,
+            "run",
+            str(spec),
+            "--master",
+            "local[2]",
+            "--redis-url",
+            redis_url,
+            "--results-dir",
+            str(out),
+            "--experiment-id",
+            "cli-term",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     journal = out / "cli-term" / "journal.jsonl"
     deadline = time.monotonic() + 120

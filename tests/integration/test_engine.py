@@ -97,7 +97,9 @@ def test_median_rule_stops_poor_trials_early(redis_url, tmp_path):
     # many low-quality trials fall below it and must be stopped.
     s = spec(
         train_fn="maggy_core.examples.sleep:curve",
-        searchspace={"quality": ["DISCRETE", [0.9, 0.95, 1.0, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.22]]},
+        searchspace={
+            "quality": ["DISCRETE", [0.9, 0.95, 1.0, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.22]]
+        },
         optimizer="gridsearch",
         num_trials=10,
         es_policy="median",
@@ -119,8 +121,11 @@ def test_median_rule_stops_poor_trials_early(redis_url, tmp_path):
 
 def test_a_raising_trial_fails_and_the_others_finish(redis_url, tmp_path):
     s = spec(
-        searchspace={"seconds": ["DISCRETE", [0.02]], "fail": ["CATEGORICAL", [False, True]],
-                     "x": ["DISCRETE", [0, 1, 2]]},
+        searchspace={
+            "seconds": ["DISCRETE", [0.02]],
+            "fail": ["CATEGORICAL", [False, True]],
+            "x": ["DISCRETE", [0, 1, 2]],
+        },
         optimizer="gridsearch",
         num_trials=6,
         max_consecutive_failures=10,
@@ -138,8 +143,11 @@ def test_a_raising_trial_fails_and_the_others_finish(redis_url, tmp_path):
 
 
 def test_consecutive_failures_end_a_hopeless_experiment(redis_url, tmp_path):
-    s = spec(searchspace={"fail": ["CATEGORICAL", [True]], "seconds": ["DOUBLE", [0, 0.01]]},
-             num_trials=50, max_consecutive_failures=3)
+    s = spec(
+        searchspace={"fail": ["CATEGORICAL", [True]], "seconds": ["DOUBLE", [0, 0.01]]},
+        num_trials=50,
+        max_consecutive_failures=3,
+    )
     result = run(s, redis_url, tmp_path)
     assert result["status"] == "failed"
     assert "max_consecutive_failures=3" in result["reason"] and "boom" in result["reason"]
@@ -152,9 +160,18 @@ def test_bad_return_values_fail_the_trial_with_the_reason(redis_url, tmp_path):
     def returns_wrong_key(x, reporter):
         return {"acc": x}
 
-    result = lagom(returns_wrong_key, HyperparameterOptConfig(
-        num_trials=2, optimizer="randomsearch", searchspace={"x": ["DOUBLE", [0, 1]]},
-        optimization_key="accuracy", es_policy="none"), redis_url=redis_url, results_dir=tmp_path)
+    result = lagom(
+        returns_wrong_key,
+        HyperparameterOptConfig(
+            num_trials=2,
+            optimizer="randomsearch",
+            searchspace={"x": ["DOUBLE", [0, 1]]},
+            optimization_key="accuracy",
+            es_policy="none",
+        ),
+        redis_url=redis_url,
+        results_dir=tmp_path,
+    )
     assert result["counts"]["failed"] == 2
     assert "no key 'accuracy'" in result["trials"][0]["error"]
 
@@ -167,8 +184,13 @@ def test_lagom_runs_a_callable(redis_url, tmp_path):
             reporter.broadcast(offset - (x - step) ** 2, step)
         return offset - x**2
 
-    config = HyperparameterOptConfig(num_trials=6, optimizer="randomsearch", es_policy="none",
-                                     searchspace={"x": ["DOUBLE", [-1, 1]]}, direction="max")
+    config = HyperparameterOptConfig(
+        num_trials=6,
+        optimizer="randomsearch",
+        es_policy="none",
+        searchspace={"x": ["DOUBLE", [-1, 1]]},
+        direction="max",
+    )
     result = lagom(train, config, redis_url=redis_url, results_dir=tmp_path)
     assert result["status"] == "finished" and result["num_trials"] == 6
     for t in result["trials"]:
@@ -178,11 +200,15 @@ def test_lagom_runs_a_callable(redis_url, tmp_path):
 
 def test_runs_with_a_private_redis_when_none_is_configured(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv(redis_server.ENV_VAR, raising=False)
-    monkeypatch.setattr(redis_server, "DEFAULT_URL", "redis://127.0.0.1:1/0")  # nothing listens there
+    monkeypatch.setattr(
+        redis_server, "DEFAULT_URL", "redis://127.0.0.1:1/0"
+    )  # nothing listens there
     caplog.set_level(logging.INFO, logger="maggy")
     result = run_experiment(spec(num_trials=4), results_dir=tmp_path)
     assert result["status"] == "finished" and result["num_trials"] == 4
-    started = [r.getMessage() for r in caplog.records if "started a private Redis" in r.getMessage()]
+    started = [
+        r.getMessage() for r in caplog.records if "started a private Redis" in r.getMessage()
+    ]
     assert started, "the private server was not announced"
     url = started[0].split(" at ")[1].split(" ")[0]
     assert not redis_server.ping(url), "the private server is still running"
@@ -198,16 +224,21 @@ def test_resume_keeps_ended_trials(redis_url, tmp_path):
     ended = [i for i, r in enumerate(records) if r["type"] == "trial_ended"]
     cut = records[: ended[3] + 1]
     kept = {r["trial_id"] for r in cut if r["type"] == "trial_ended"}
-    journal.write_text("".join(json.dumps(r) + "\n" for r in cut) + '{"type": "trial_st')  # and a torn line
+    journal.write_text(
+        "".join(json.dumps(r) + "\n" for r in cut) + '{"type": "trial_st'
+    )  # and a torn line
     second = run(s, redis_url, tmp_path)
     assert second["status"] == "finished"
     assert second["num_trials"] == 8
-    records = [json.loads(line) for line in journal.read_text().splitlines() if line.startswith("{\"time")]
-    after_resume = records[len(cut):]
+    records = [
+        json.loads(line) for line in journal.read_text().splitlines() if line.startswith('{"time')
+    ]
+    after_resume = records[len(cut) :]
     rerun = {r["trial_id"] for r in after_resume if r["type"] == "trial_started"}
     assert not (rerun & kept), "an ended trial ran again"
     assert {t["trial_id"]: t["params"] for t in second["trials"]} == {
-        t["trial_id"]: t["params"] for t in first["trials"]}  # the same seeded sequence
+        t["trial_id"]: t["params"] for t in first["trials"]
+    }  # the same seeded sequence
 
 
 def test_invalid_spec_fails_before_spark_starts(redis_url, tmp_path):
@@ -215,7 +246,14 @@ def test_invalid_spec_fails_before_spark_starts(redis_url, tmp_path):
         return lr
 
     with pytest.raises(SpecError, match="searchspace.units"):
-        lagom(train, HyperparameterOptConfig(num_trials=2, optimizer="randomsearch",
-                                             searchspace={"lr": ["DOUBLE", [0, 1]], "units": ["INTEGER", [1, 4]]}),
-              redis_url=redis_url, results_dir=tmp_path)
+        lagom(
+            train,
+            HyperparameterOptConfig(
+                num_trials=2,
+                optimizer="randomsearch",
+                searchspace={"lr": ["DOUBLE", [0, 1]], "units": ["INTEGER", [1, 4]]},
+            ),
+            redis_url=redis_url,
+            results_dir=tmp_path,
+        )
     assert not any(tmp_path.iterdir()), "nothing may be written for a spec that cannot run"

@@ -7,13 +7,28 @@ import pickle
 
 import pytest
 
-from maggy_core.channel import SCHEMA_VERSION, CoordinatorChannel, WorkerChannel, decode, encode, key_prefix
+from maggy_core.channel import (
+    SCHEMA_VERSION,
+    CoordinatorChannel,
+    WorkerChannel,
+    decode,
+    encode,
+    key_prefix,
+)
 from maggy_core.exceptions import MessageError
 
 
 def metric(**over):
-    msg = {"type": "metric", "worker": "w0.1", "epoch": 1, "trial": "t0001", "attempt": 1, "seq": 3,
-           "step": 2, "value": 0.5}
+    msg = {
+        "type": "metric",
+        "worker": "w0.1",
+        "epoch": 1,
+        "trial": "t0001",
+        "attempt": 1,
+        "seq": 3,
+        "step": 2,
+        "value": 0.5,
+    }
     msg.update(over)
     return msg
 
@@ -33,7 +48,10 @@ def test_round_trip_adds_version():
         (json.dumps({"v": 99, "type": "metric"}), "field 'v'"),
         (json.dumps({"v": 1, "type": "exec"}), "field 'type'"),
         (json.dumps({**metric(), "v": 1, "value": "high"}), "field 'value'"),
-        (json.dumps({k: v for k, v in {**metric(), "v": 1}.items() if k != "step"}), "field 'step'"),
+        (
+            json.dumps({k: v for k, v in {**metric(), "v": 1}.items() if k != "step"}),
+            "field 'step'",
+        ),
         (json.dumps({**metric(), "v": 1, "attempt": True}), "field 'attempt'"),
     ],
 )
@@ -48,8 +66,19 @@ def test_nan_never_leaves_the_process():
 
 
 def test_final_status_is_checked():
-    final = {"type": "final", "worker": "w", "epoch": 1, "trial": "t", "attempt": 1, "seq": 1,
-             "status": "great", "metric": 1.0, "metrics": {}, "start": 0.0, "duration": 1.0}
+    final = {
+        "type": "final",
+        "worker": "w",
+        "epoch": 1,
+        "trial": "t",
+        "attempt": 1,
+        "seq": 1,
+        "status": "great",
+        "metric": 1.0,
+        "metrics": {},
+        "start": 0.0,
+        "duration": 1.0,
+    }
     with pytest.raises(MessageError, match="field 'status'"):
         encode(final)
 
