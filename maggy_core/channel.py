@@ -220,7 +220,8 @@ class WorkerChannel(_Channel):
         state["_hb_client"] = None
         return state
 
-    def _event(self, kind: str, **fields: Any) -> str:
+    def event(self, kind: str, **fields: Any) -> str:
+        """Encode the next event of this worker (numbered, for de-duplication)."""
         self._seq += 1
         return encode(
             {"type": kind, "worker": self.worker, "epoch": self.epoch, "seq": self._seq, **fields}
@@ -228,7 +229,11 @@ class WorkerChannel(_Channel):
 
     def send(self, kind: str, **fields: Any) -> None:
         """Append one event to the experiment's event stream."""
-        self.client.xadd(self.key("events"), {"m": self._event(kind, **fields)})
+        self.send_encoded(self.event(kind, **fields))
+
+    def send_encoded(self, message: str) -> None:
+        """Append an event encoded by :meth:`event` (sent again as it was)."""
+        self.client.xadd(self.key("events"), {"m": message})
 
     def register(self, host: str, pid: int) -> None:
         self.heartbeat()
@@ -256,7 +261,7 @@ class WorkerChannel(_Channel):
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(
             self.key("events"),
-            {"m": self._event("metric", trial=trial, attempt=attempt, step=step, value=value)},
+            {"m": self.event("metric", trial=trial, attempt=attempt, step=step, value=value)},
         )
         pipe.hget(self.key("ctl"), trial)
         _, flag = pipe.execute()
@@ -314,12 +319,31 @@ class CoordinatorChannel(_Channel):
         if old:
             c.delete(*old)
         c.delete(self.key("keys"))
+        self.restore(epoch, meta)
+
+    def restore(self, epoch: int, meta: Mapping[str, Any]) -> None:
+        """Make again what a Redis restart lost (meta, the consumer group), without
+        deleting what workers wrote since."""
         self.set_meta(epoch=epoch, **meta)
-        c.xgroup_create(self.key("events"), GROUP, id="0", mkstream=True)
+        self._ensure_group()
         self._track(self.key("events"), self.key("meta"), self.key("workers"), self.key("ctl"))
+
+    def _ensure_group(self) -> None:
+        import redis
+
+        try:
+            self.client.xgroup_create(self.key("events"), GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     def _track(self, *keys: str) -> None:
         self.client.sadd(self.key("keys"), *keys)
+
+    def epoch(self) -> int | None:
+        """The coordinator epoch in ``meta``; None when Redis lost it."""
+        raw = self.client.hget(self.key("meta"), "epoch")
+        return None if raw is None else int(raw)
 
     def set_meta(self, **fields: Any) -> None:
         mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
@@ -344,7 +368,7 @@ class CoordinatorChannel(_Channel):
             if "NOGROUP" not in str(exc):
                 raise
             # Redis restarted and lost the stream: make the group again and go on.
-            self.client.xgroup_create(self.key("events"), GROUP, id="0", mkstream=True)
+            self._ensure_group()
             return []
         out: list[tuple[bytes, dict[str, Any] | MessageError]] = []
         for _stream, entries in reply or []:

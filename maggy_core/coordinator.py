@@ -132,13 +132,16 @@ class Coordinator:
         self.optimizer = optimizer
         self.rule = stopping_rule
         self.epoch = epoch
-        self.worker_timeout = worker_timeout or max(10.0, 10 * spec.hb_interval)
+        self.worker_timeout = worker_timeout or max(5.0, 10 * spec.hb_interval)
         self.sign = 1.0 if spec.direction == "max" else -1.0
         self.trials: dict[str, _Trial] = {}
         self.queue: deque[str] = deque()  # trials to run again (lost workers, resume)
         self.workers: dict[str, _Worker] = {}
         self.idle: deque[str] = deque()
         self._gone: list[_Worker] = []  # workers that said bye or were lost
+        self._gone_ids: set[str] = set()
+        self.outage_limit = 120.0
+        self._outage_since: float | None = None
         self.optimizer_done = False
         self.status: str | None = None  # set when the experiment ends
         self.reason = ""
@@ -159,20 +162,7 @@ class Coordinator:
     def open(self) -> None:
         """Open the channel and the journal; resume from an earlier journal."""
         records = self.store.read_journal()
-        self.channel.open(
-            self.epoch,
-            {
-                "state": "running",
-                "experiment_id": self.experiment_id,
-                "name": self.spec.name,
-                "hb_interval": self.spec.hb_interval,
-                "num_trials": self.spec.num_trials,
-                "direction": self.spec.direction,
-                "optimization_key": self.spec.optimization_key,
-                "results_dir": str(self.store.root),
-                "started": self.started,
-            },
-        )
+        self.channel.open(self.epoch, self._meta())
         if records:
             self._resume(records)
         self.store.append(
@@ -184,6 +174,29 @@ class Coordinator:
             }
         )
         self._publish_meta()
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "state": self.status or "running",
+            "experiment_id": self.experiment_id,
+            "name": self.spec.name,
+            "hb_interval": self.spec.hb_interval,
+            "num_trials": self.spec.num_trials,
+            "direction": self.spec.direction,
+            "optimization_key": self.spec.optimization_key,
+            "results_dir": str(self.store.root),
+            "started": self.started,
+        }
+
+    @staticmethod
+    def _assignment(trial: _Trial) -> dict[str, Any]:
+        return {
+            "type": "trial",
+            "trial": trial.trial_id,
+            "attempt": trial.attempt,
+            "params": trial.params,
+            "budget": trial.budget,
+        }
 
     def _resume(self, records: list[dict[str, Any]]) -> None:
         state = None
@@ -251,6 +264,25 @@ class Coordinator:
         return self.result()
 
     def poll(self, block_ms: int = 100) -> None:
+        """One round of the loop; rides out a Redis outage of up to
+        ``outage_limit`` seconds (the client reconnects with backoff), then fails
+        the experiment."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            self._poll(block_ms)
+            self._outage_since = None
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            now = time.monotonic()
+            if self._outage_since is None:
+                self._outage_since = now
+                log.warning("Redis unreachable (%s); retrying for %.0f s", exc, self.outage_limit)
+            if now - self._outage_since > self.outage_limit:
+                self.fail(f"Redis was unreachable for more than {self.outage_limit:.0f} s: {exc}")
+            time.sleep(0.5)
+
+    def _poll(self, block_ms: int) -> None:
         """Handle one batch of events, hand out trials, check liveness and the end."""
         events = self.channel.read_events(block_ms=block_ms)
         for _entry, msg in events:
@@ -275,7 +307,12 @@ class Coordinator:
             return  # a worker of an earlier coordinator of this experiment
         kind, wid = msg["type"], msg["worker"]
         if kind == "register":
-            if wid not in self.workers:
+            # A task registering for a partition means the task before it on that
+            # partition is dead (Spark runs one attempt at a time: no speculation).
+            partition = wid.rsplit(".", 1)[0]
+            for other in [w for w in self.workers if w.rsplit(".", 1)[0] == partition and w != wid]:
+                self._lose_worker(self.workers[other], "its Spark task was restarted")
+            if wid not in self.workers and wid not in self._gone_ids:
                 self.workers[wid] = _Worker(wid, host=msg["host"])
                 self.idle.append(wid)
                 log.debug("worker %s registered from %s", wid, msg["host"])
@@ -290,10 +327,16 @@ class Coordinator:
         if kind == "bye":
             worker.busy, worker.trials = msg["busy"], msg["trials"]
             self._drop_worker(wid)
+            self.channel.forget_worker(wid)
             return
         trial = self.trials.get(msg["trial"])
-        if trial is None or trial.attempt != msg["attempt"] or trial.worker != wid:
-            return  # an event of a stale attempt
+        if (
+            trial is None
+            or trial.attempt != msg["attempt"]
+            or trial.worker != wid
+            or trial.status is not TrialStatus.RUNNING
+        ):
+            return  # an event of a stale attempt, or an outcome sent again
         if kind == "metric":
             self._on_metric(trial, msg["step"], float(msg["value"]))
         elif kind == "log":
@@ -412,16 +455,7 @@ class Coordinator:
                     "optimizer": self.optimizer.state_dict(),
                 }
             )
-            self.channel.assign(
-                wid,
-                {
-                    "type": "trial",
-                    "trial": trial.trial_id,
-                    "attempt": trial.attempt,
-                    "params": trial.params,
-                    "budget": trial.budget,
-                },
-            )
+            self.channel.assign(wid, self._assignment(trial))
             trial.follows_stop_at = self._stop_decided.pop(wid, None)
 
     def _next_trial(self) -> _Trial | None:
@@ -444,7 +478,15 @@ class Coordinator:
     # ---------------------------------------------------------------- liveness
 
     def _check_liveness(self, now: float) -> None:
+        if self.channel.epoch() != self.epoch:
+            self._restore()
         beats = self.channel.heartbeats()
+        for wid in beats.keys() - self.workers.keys() - self._gone_ids:
+            if wid.startswith(f"e{self.epoch}-"):
+                # It beats but never registered with us: Redis lost its register event.
+                log.info("worker %s adopted from its heartbeat", wid)
+                self.workers[wid] = _Worker(wid)
+                self.idle.append(wid)
         for wid, worker in list(self.workers.items()):
             beat = beats.get(wid)
             if beat is not None and beat != worker.last_beat:
@@ -452,10 +494,9 @@ class Coordinator:
             elif now - worker.seen > self.worker_timeout:
                 self._lose_worker(worker)
 
-    def _lose_worker(self, worker: _Worker) -> None:
-        log.warning(
-            "worker %s sent no heartbeat for %.0f s: lost", worker.worker_id, self.worker_timeout
-        )
+    def _lose_worker(self, worker: _Worker, why: str = "") -> None:
+        why = why or f"no heartbeat for {self.worker_timeout:.0f} s"
+        log.warning("worker %s lost: %s", worker.worker_id, why)
         trial = self.trials.get(worker.trial) if worker.trial else None
         self._drop_worker(worker.worker_id)
         self.channel.forget_worker(worker.worker_id)
@@ -474,8 +515,24 @@ class Coordinator:
             trial.error = f"its worker was lost on each of {trial.attempt} attempts (max_attempts)"
             self._finish_trial(trial)
 
+    def _restore(self) -> None:
+        """Redis lost the experiment's keys (a restart without persistence): put
+        back what workers need from the coordinator's own state. Workers ignore
+        an assignment they already ran, and send its outcome again."""
+        log.warning("Redis lost the experiment's keys (restarted?): restoring the channel")
+        self.channel.restore(self.epoch, self._meta())
+        self._publish_meta()
+        for trial in self._running():
+            if trial.stop_requested_at is not None:
+                self.channel.request_stop(trial.trial_id)
+            self.channel.assign(trial.worker or "", self._assignment(trial))
+        if self.status is not None:
+            for wid in self.workers:
+                self.channel.assign(wid, {"type": "done", "reason": self.status})
+
     def _drop_worker(self, wid: str) -> None:
         worker = self.workers.pop(wid, None)
+        self._gone_ids.add(wid)
         if worker is not None:
             self._gone.append(worker)
         with contextlib.suppress(ValueError):  # not idle: it was running a trial
@@ -487,6 +544,14 @@ class Coordinator:
         """End the experiment from outside (a signal, an operator's on_kill)."""
         if self.status is None:
             self._end("stopped", reason)
+
+    def fail(self, reason: str) -> None:
+        """End the experiment as failed after an error of the coordinator itself;
+        tells the workers if Redis still answers."""
+        if self.status is None:
+            with contextlib.suppress(Exception):
+                self._end("failed", reason)
+            self.status, self.reason = "failed", reason
 
     def _end(self, status: str, reason: str) -> None:
         self.status, self.reason = status, reason

@@ -59,11 +59,12 @@ class PrivateRedis:
     Args:
         host: Address to bind. Loopback by default; a cluster whose executors run
             on other hosts needs a configured Redis instead.
+        port: Port to listen on; default a free one.
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
-        self.port = 0
+        self.port = port
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
 
@@ -86,8 +87,9 @@ class PrivateRedis:
     def start(self, timeout: float = 10.0) -> str:
         exe = self.executable()
         self._dir = tempfile.mkdtemp(prefix="maggy-redis-")
+        fixed = self.port
         for _ in range(5):  # a port may be taken between probing and binding
-            self.port = _free_port(self.host)
+            self.port = fixed or _free_port(self.host)
             self._proc = subprocess.Popen(
                 [
                     exe,

@@ -10,6 +10,7 @@ cleanly: running trials are told to stop, the Spark job is cancelled, and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -182,7 +183,8 @@ def run_experiment(
         spec: A validated experiment spec.
         train_fn: A callable to use instead of ``spec.train_fn`` (``lagom``); Spark
             ships it to the executors.
-        master: Spark master; default ``$MAGGY_SPARK_MASTER`` or ``local[W]``.
+        master: Spark master; default ``$MAGGY_SPARK_MASTER`` or ``local[W,3]``
+            (W task slots, a failed task tried up to 3 times).
             Ignored when a SparkSession is already active.
         redis_url: Redis to use; see :mod:`maggy_core.redis_server` for the default.
         results_dir: Parent of the experiment's directory; default
@@ -191,7 +193,10 @@ def run_experiment(
         experiment_id: Resume or name the experiment; default ``spec.experiment_id``
             or a new id from the name and the time. An id whose journal exists is
             resumed: its ended trials are kept.
-        grace: Seconds to wait for running trials and workers at the end.
+        grace: Seconds to wait for the workers to return after a finished
+            experiment. A stopped or failed one waits only a few heartbeats for its
+            running trials to reach their next report, then cancels the Spark job:
+            whoever stopped it (Ctrl-C, Airflow's kill) wants it gone quickly.
 
     Raises:
         SpecError: the spec cannot run (before Spark starts).
@@ -201,7 +206,9 @@ def run_experiment(
     root = Path(results_dir or os.environ.get("MAGGY_RESULTS_DIR") or DEFAULT_RESULTS_DIR).resolve()
     store = ResultStore(root, exp_id)
     epoch = 1 + sum(1 for r in store.read_journal() if r.get("type") == "experiment")
-    master = master or os.environ.get("MAGGY_SPARK_MASTER") or f"local[{spec.workers}]"
+    # local[W,F]: plain local[W] never retries a failed task, so a worker whose
+    # Python process died would end the whole job instead of being replaced.
+    master = master or os.environ.get("MAGGY_SPARK_MASTER") or f"local[{spec.workers},3]"
 
     with redis_for_experiment(redis_url) as url:
         channel = CoordinatorChannel(url, exp_id)
@@ -249,11 +256,17 @@ def run_experiment(
                 coordinator.run(job_alive=job.alive)
             except KeyboardInterrupt:
                 coordinator.stop("interrupted")
-            finally:
-                if coordinator.status is None:
-                    coordinator.stop("the coordinator failed")
-                coordinator.drain(grace)
+            except Exception as exc:
+                # Whatever broke (Redis gone for good, a bug), the trials that
+                # ended are in the journal and go into result.json below.
+                log.exception("the coordinator failed")
+                coordinator.fail(f"the coordinator failed: {type(exc).__name__}: {exc}")
+            if coordinator.status == "finished":
                 job.finish(grace)
+            else:
+                with contextlib.suppress(Exception):
+                    coordinator.drain(max(5.0, 3 * spec.hb_interval))
+                job.finish(2.0)
             result = coordinator.result()
             result["makespan"] = time.monotonic() - t0
             result["spark"] = {"master": sc.master, "app_id": sc.applicationId}

@@ -215,9 +215,22 @@ class Launch:
 
 
 def run_worker(
-    launch: Launch, worker_id: str, train_fn: Callable[..., Any] | None = None
+    launch: Launch,
+    worker_id: str,
+    train_fn: Callable[..., Any] | None = None,
+    outage_limit: float = 120.0,
 ) -> dict[str, Any]:
-    """Run trials until the coordinator says done. Returns the worker's summary."""
+    """Run trials until the coordinator says done. Returns the worker's summary.
+
+    Survives a Redis restart or outage of up to ``outage_limit`` seconds: the
+    client reconnects, and the outcome of the trial that was running is kept and
+    sent once Redis answers again. An assignment seen before (the coordinator
+    sends running trials' assignments again after Redis lost them) is not run
+    twice: the worker sends the outcome it already has, or ignores it.
+    """
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     fn = train_fn if train_fn is not None else load_callable(launch.train_fn or "")
     channel = WorkerChannel(launch.redis_url, launch.experiment_id, worker_id, launch.epoch)
     channel.register(socket.gethostname(), os.getpid())
@@ -225,16 +238,40 @@ def run_worker(
     beat.start()
     started = time.time()
     busy, trials = 0.0, 0
+    outcomes: dict[tuple[str, int], str] = {}  # (trial, attempt) -> its encoded outcome
+    unsent: str | None = None
+    outage_since: float | None = None
     try:
         while True:
-            msg = channel.next_message(timeout=1.0)
+            try:
+                if unsent is not None:
+                    channel.send_encoded(unsent)
+                    unsent = None
+                msg = channel.next_message(timeout=1.0)
+                outage_since = None
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                now = time.monotonic()
+                outage_since = outage_since or now
+                if now - outage_since > outage_limit:
+                    raise
+                log.warning("Redis unreachable (%s); retrying", exc)
+                time.sleep(1.0)
+                continue
             if msg is None:
                 if channel.experiment_state() in TERMINAL_STATES:
                     break
                 continue
             if msg["type"] == "done":
                 break
-            busy += _run_trial(channel, fn, msg, launch.optimization_key)
+            key = (msg["trial"], msg["attempt"])
+            if key in outcomes:
+                unsent = outcomes[key]  # the coordinator may have lost it: send it again
+                continue
+            duration, unsent = _run_trial(channel, fn, msg, launch.optimization_key)
+            outcomes[key] = unsent
+            if len(outcomes) > 64:
+                outcomes.pop(next(iter(outcomes)))
+            busy += duration
             trials += 1
         channel.send("bye", busy=busy, trials=trials)
     finally:
@@ -251,51 +288,30 @@ def run_worker(
 
 def _run_trial(
     channel: WorkerChannel, fn: Callable[..., Any], msg: dict[str, Any], key: str
-) -> float:
-    """Run one assignment and send its outcome. Returns the seconds it took."""
+) -> tuple[float, str]:
+    """Run one assignment. Returns the seconds it took and its encoded outcome
+    (a ``final`` or ``error`` event), which the caller sends."""
     trial, attempt = msg["trial"], msg["attempt"]
     reporter = Reporter(channel, trial, attempt, msg["params"])
     start = time.time()
     t0 = time.perf_counter()
+    kind = "final"
+    outcome: dict[str, Any]
     try:
         result = fn(**build_kwargs(fn, msg["params"], reporter, msg.get("budget"), trial))
         metric, metrics = interpret_return(result, key)
         status = "early_stopped" if reporter.stopped else "finished"
-        duration = time.perf_counter() - t0
-        channel.send(
-            "final",
-            trial=trial,
-            attempt=attempt,
-            status=status,
-            metric=metric,
-            metrics=metrics,
-            start=start,
-            duration=duration,
-        )
+        outcome = {"status": status, "metric": metric, "metrics": metrics}
     except EarlyStopException:
-        duration = time.perf_counter() - t0
-        channel.send(
-            "final",
-            trial=trial,
-            attempt=attempt,
-            status="early_stopped",
-            metric=reporter.last_metric,
-            metrics={},
-            start=start,
-            duration=duration,
-        )
+        outcome = {"status": "early_stopped", "metric": reporter.last_metric, "metrics": {}}
     except Exception as exc:
-        duration = time.perf_counter() - t0
-        channel.send(
-            "error",
-            trial=trial,
-            attempt=attempt,
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
-            start=start,
-            duration=duration,
-        )
-    return duration
+        kind = "error"
+        outcome = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    duration = time.perf_counter() - t0
+    encoded = channel.event(
+        kind, trial=trial, attempt=attempt, start=start, duration=duration, **outcome
+    )
+    return duration, encoded
 
 
 def spark_task(launch_json: str, partition: int, _rows: Iterator[Any]) -> Iterator[str]:
@@ -318,5 +334,7 @@ def _spark_worker(
     ctx = TaskContext.get()
     # The task attempt id is unique per attempt, so a restarted task registers as
     # a fresh worker and the coordinator can tell it from the one that died.
-    worker_id = f"w{partition}.{ctx.taskAttemptId() if ctx else 0}"
-    return run_worker(Launch.from_json(launch_json), worker_id, train_fn)
+    # The epoch in the id keeps workers of an earlier coordinator apart.
+    launch = Launch.from_json(launch_json)
+    worker_id = f"e{launch.epoch}-w{partition}.{ctx.taskAttemptId() if ctx else 0}"
+    return run_worker(launch, worker_id, train_fn)

@@ -138,3 +138,23 @@ def redis_client(redis_url: str, key_prefix: str, experiment_id: str) -> Iterato
 def tmp_results(tmp_path: Path) -> Path:
     """``tmp_path / "results"``, a results directory for this test (not created)."""
     return tmp_path / "results"
+
+
+@pytest.fixture(scope="module")
+def local_spark() -> Iterator[object]:
+    """A SparkContext on ``local[2,3]`` for one test module.
+
+    The runner uses an active context when there is one, so a module's experiments
+    pay Spark's start-up once. Module-scoped (not session): a module that needs
+    another master (the standalone cluster test) must find no active context.
+    """
+    from pyspark import SparkConf, SparkContext
+
+    from maggy_core.runner import DEFAULT_SPARK_CONF, LOCAL_SPARK_CONF
+
+    conf = SparkConf().setMaster("local[2,3]").setAppName("maggy-tests")
+    conf.setAll(list({**DEFAULT_SPARK_CONF, **LOCAL_SPARK_CONF}.items()))
+    sc = SparkContext.getOrCreate(conf)
+    sc.setLogLevel("ERROR")
+    yield sc
+    sc.stop()

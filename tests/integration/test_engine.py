@@ -19,23 +19,9 @@ from maggy_core.results import load_result
 from maggy_core.runner import run_experiment
 from maggy_core.spec import ExperimentSpec, HyperparameterOptConfig
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_spark")]
 
 TERMINAL = {"finished", "early_stopped", "failed"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def spark_context():
-    from pyspark import SparkConf, SparkContext
-
-    from maggy_core.runner import DEFAULT_SPARK_CONF, LOCAL_SPARK_CONF
-
-    conf = SparkConf().setMaster("local[2]").setAppName("maggy-tests")
-    conf.setAll(list({**DEFAULT_SPARK_CONF, **LOCAL_SPARK_CONF}.items()))
-    sc = SparkContext.getOrCreate(conf)
-    sc.setLogLevel("ERROR")
-    yield sc
-    sc.stop()
 
 
 def spec(**fields) -> ExperimentSpec:
