@@ -203,6 +203,17 @@ class _Channel:
             self._client = None
 
 
+def request_experiment_stop(client: Any, experiment_id: str, reason: str) -> bool:
+    """Ask a running experiment to stop (its coordinator checks every heartbeat
+    interval). Returns False when no experiment with that id is running."""
+    meta = key_prefix(experiment_id) + "meta"
+    state = client.hget(meta, "state")
+    if state is None or state.decode() != "running":
+        return False
+    client.hset(meta, "stop_request", reason)
+    return True
+
+
 class WorkerChannel(_Channel):
     """A worker's side of the channel. One per Spark task; not thread-safe except
     for :meth:`heartbeat`, which uses its own client (the heartbeat thread must not
@@ -326,7 +337,13 @@ class CoordinatorChannel(_Channel):
         deleting what workers wrote since."""
         self.set_meta(epoch=epoch, **meta)
         self._ensure_group()
-        self._track(self.key("events"), self.key("meta"), self.key("workers"), self.key("ctl"))
+        self._track(
+            self.key("events"),
+            self.key("meta"),
+            self.key("workers"),
+            self.key("ctl"),
+            self.key("progress"),
+        )
 
     def _ensure_group(self) -> None:
         import redis
@@ -344,6 +361,18 @@ class CoordinatorChannel(_Channel):
         """The coordinator epoch in ``meta``; None when Redis lost it."""
         raw = self.client.hget(self.key("meta"), "epoch")
         return None if raw is None else int(raw)
+
+    def stop_request(self) -> str | None:
+        """Why someone asked the whole experiment to stop, or None."""
+        raw = self.client.hget(self.key("meta"), "stop_request")
+        return None if raw is None else raw.decode()
+
+    def publish_progress(self, entry: Mapping[str, Any]) -> None:
+        """Append an ended trial's summary to the ``progress`` stream (capped), for
+        followers such as the Airflow operator's trigger."""
+        self.client.xadd(
+            self.key("progress"), {"m": json.dumps(entry)}, maxlen=10000, approximate=True
+        )
 
     def set_meta(self, **fields: Any) -> None:
         mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}

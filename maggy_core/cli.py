@@ -11,10 +11,13 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maggy_core import __version__
 from maggy_core.exceptions import MaggyError, SpecError
+
+if TYPE_CHECKING:
+    from maggy_core.spec import ExperimentSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC = 0, 1, 2
 
@@ -36,7 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"maggy-airflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment spec (YAML or JSON) to its end")
-    run.add_argument("spec", help="path of the experiment spec")
+    run.add_argument(
+        "spec", help="path of the experiment spec (YAML or JSON), or the spec as inline JSON"
+    )
     run.add_argument(
         "--master", help="Spark master (default: $MAGGY_SPARK_MASTER or local[workers])"
     )
@@ -64,6 +69,10 @@ def parser() -> argparse.ArgumentParser:
         "validate", help="check a spec (and that its train_fn imports) without running it"
     )
     val.add_argument("spec")
+    stop = sub.add_parser("stop", help="ask a running experiment to stop (ended trials are kept)")
+    stop.add_argument("experiment_id")
+    stop.add_argument("--redis-url", help="Redis URL (default: $MAGGY_REDIS_URL or localhost:6379)")
+    stop.add_argument("--reason", default="maggy stop", help="recorded as the experiment's reason")
     return p
 
 
@@ -76,10 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from maggy_core.runner import prepare, run_experiment
-    from maggy_core.spec import load_spec
 
+    if args.command == "stop":
+        return _stop(args.experiment_id, args.redis_url, args.reason)
     try:
-        spec = load_spec(args.spec)
+        spec = _load(args.spec)
         if args.command == "validate":
             prepare(spec)
             print(
@@ -112,6 +122,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     print(json.dumps(result, indent=2) if args.json else summary_table(result))
     return EXIT_OK if result["status"] == "finished" else EXIT_FAILED
+
+
+def _load(spec: str) -> ExperimentSpec:
+    """A spec from a file, or from inline JSON (how the Airflow operator passes it
+    to spark-submit, so no file has to reach the driver's host)."""
+    from maggy_core.spec import ExperimentSpec, load_spec
+
+    if spec.lstrip().startswith("{"):
+        try:
+            data = json.loads(spec)
+        except ValueError as exc:
+            raise SpecError.one("spec", f"inline JSON does not parse: {exc}") from None
+        return ExperimentSpec.from_dict(data)
+    return load_spec(spec)
+
+
+def _stop(experiment_id: str, url: str | None, reason: str) -> int:
+    import os
+
+    from maggy_core.channel import connect, request_experiment_stop
+    from maggy_core.redis_server import DEFAULT_URL, ENV_VAR
+
+    client = connect(url or os.environ.get(ENV_VAR) or DEFAULT_URL)
+    if request_experiment_stop(client, experiment_id, reason):
+        print(f"asked experiment {experiment_id} to stop")
+        return EXIT_OK
+    print(f"maggy: no running experiment {experiment_id}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def summary_table(result: dict[str, Any], limit: int = 20) -> str:

@@ -89,6 +89,7 @@ class _Trial:
 class _Worker:
     worker_id: str
     host: str = ""
+    pid: int = 0
     trial: str | None = None
     last_beat: float = 0.0  # the score of its last heartbeat, as written by the worker
     seen: float = field(default_factory=time.monotonic)  # when we last saw that score change
@@ -313,7 +314,7 @@ class Coordinator:
             for other in [w for w in self.workers if w.rsplit(".", 1)[0] == partition and w != wid]:
                 self._lose_worker(self.workers[other], "its Spark task was restarted")
             if wid not in self.workers and wid not in self._gone_ids:
-                self.workers[wid] = _Worker(wid, host=msg["host"])
+                self.workers[wid] = _Worker(wid, host=msg["host"], pid=msg["pid"])
                 self.idle.append(wid)
                 log.debug("worker %s registered from %s", wid, msg["host"])
             return
@@ -480,6 +481,10 @@ class Coordinator:
     def _check_liveness(self, now: float) -> None:
         if self.channel.epoch() != self.epoch:
             self._restore()
+        requested = self.channel.stop_request()
+        if requested is not None:
+            self.stop(f"stop requested: {requested}")
+            return
         beats = self.channel.heartbeats()
         for wid in beats.keys() - self.workers.keys() - self._gone_ids:
             if wid.startswith(f"e{self.epoch}-"):
@@ -580,6 +585,11 @@ class Coordinator:
             if trial.worker in self.workers:
                 self.workers[trial.worker].trial = None
 
+    def publish_summary(self, result: dict[str, Any]) -> None:
+        """Put the result without its trials into ``meta`` for followers that do
+        not see the results directory (an Airflow worker on another host)."""
+        self.channel.set_meta(summary=summarize(result))
+
     def result(self) -> dict[str, Any]:
         """The experiment's summary (the content of ``result.json``)."""
         ended = time.time()
@@ -611,6 +621,7 @@ class Coordinator:
                 {
                     "worker": w.worker_id,
                     "host": w.host,
+                    "pid": w.pid,
                     "trials": w.trials,
                     "busy": round(w.busy, 6),
                 }
@@ -657,6 +668,36 @@ class Coordinator:
             line += f"  error: {trial.error}"
         log.info(line)
         self._publish_meta()
+        self.channel.publish_progress(
+            {
+                "trial_id": trial.trial_id,
+                "status": trial.status.value,
+                "metric": trial.metric,
+                "params": trial.params,
+                "ended": done,
+                "line": line,
+            }
+        )
+
+
+SUMMARY_KEYS = (
+    "experiment_id",
+    "name",
+    "status",
+    "reason",
+    "direction",
+    "optimization_key",
+    "num_trials",
+    "counts",
+    "best",
+    "duration",
+    "results_dir",
+)
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The small part of a result that an Airflow XCom carries."""
+    return {k: result.get(k) for k in SUMMARY_KEYS}
 
 
 def _fmt(v: Any) -> str:

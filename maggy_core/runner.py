@@ -46,6 +46,10 @@ DEFAULT_SPARK_CONF = {
     "spark.driver.memory": "512m",
     "spark.python.worker.reuse": "true",
 }
+CLUSTER_SPARK_CONF = {
+    "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+    "spark.scheduler.maxRegisteredResourcesWaitingTime": "30s",
+}
 LOCAL_SPARK_CONF = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
 
 
@@ -117,6 +121,10 @@ def spark_context(
     settings = dict(DEFAULT_SPARK_CONF)
     if master and master.startswith("local"):
         settings.update(LOCAL_SPARK_CONF)
+    elif master:
+        # Start the workers' job only once the executors are there, so the W tasks
+        # spread over them rather than queueing on the first executor to arrive.
+        settings.update(CLUSTER_SPARK_CONF)
     settings.update(conf or {})
     spark_conf = SparkConf().setAppName(app_name).setAll(list(settings.items()))
     if master:
@@ -273,6 +281,8 @@ def run_experiment(
             if job.error is not None and result["status"] == "failed":
                 result["reason"] += f"; Spark: {type(job.error).__name__}: {str(job.error)[:500]}"
         store.write_result(result)
+        with contextlib.suppress(Exception):  # Redis may be what failed
+            coordinator.publish_summary(result)
         store.append({"type": "ended", "status": result["status"], "reason": result["reason"]})
         store.close()
         channel.finish()

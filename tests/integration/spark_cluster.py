@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,8 +142,14 @@ def _spawn(name: str, args: list[str], log: Path, env: dict[str, str]) -> subpro
     with open(log, "wb") as out:
         # A new session: the daemon and everything it starts (executors, Python
         # workers) form one process group that teardown can signal as a whole.
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def _wait_for_workers(cluster: StandaloneCluster, count: int, timeout: float) -> None:
@@ -153,7 +159,9 @@ def _wait_for_workers(cluster: StandaloneCluster, count: int, timeout: float) ->
         for daemon in cluster.daemons:
             code = daemon.proc.poll()
             if code is not None:
-                raise ClusterStartError(f"{daemon.name} exited with code {code} during start-up\n{cluster.logs()}")
+                raise ClusterStartError(
+                    f"{daemon.name} exited with code {code} during start-up\n{cluster.logs()}"
+                )
         try:
             state = cluster.master_state()
         except (OSError, urllib.error.URLError, ValueError) as exc:
@@ -173,38 +181,34 @@ def _wait_for_workers(cluster: StandaloneCluster, count: int, timeout: float) ->
 def _stop(cluster: StandaloneCluster, timeout: float = 15.0) -> list[str]:
     """Stop every daemon and all its descendants; return what survived (should be [])."""
     procs: dict[int, psutil.Process] = {}
-    groups = []
     for daemon in cluster.daemons:
-        try:
+        with suppress(psutil.NoSuchProcess):
             top = psutil.Process(daemon.proc.pid)
             procs[top.pid] = top
             for child in top.children(recursive=True):
                 procs[child.pid] = child
-        except psutil.NoSuchProcess:
-            pass
-        groups.append(daemon.proc.pid)  # pid == pgid thanks to start_new_session
     # Workers first (they stop their executors on SIGTERM), then the master.
     for daemon in [*cluster.workers, cluster.master]:
         if daemon is not None and daemon.proc.poll() is None:
             daemon.proc.terminate()
     _gone, alive = psutil.wait_procs(list(procs.values()), timeout=timeout)
-    for pgid in groups:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    for daemon in cluster.daemons:
+        # pid == process group id thanks to start_new_session: this also reaches
+        # anything started after the snapshot above.
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(daemon.proc.pid, signal.SIGKILL)
     for proc in alive:
-        try:
+        with suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     _gone, alive = psutil.wait_procs(alive, timeout=5)
     for daemon in cluster.daemons:
-        try:
+        with suppress(subprocess.TimeoutExpired):
             daemon.proc.wait(timeout=5)  # reap our direct children
-        except subprocess.TimeoutExpired:
-            pass
-    survivors = [f"{p.pid} {p.name()}" for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    survivors = []
+    for proc in alive:
+        with suppress(psutil.NoSuchProcess):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                survivors.append(f"{proc.pid} {' '.join(proc.cmdline())[:200]}")
     return survivors
 
 
@@ -232,18 +236,45 @@ def standalone_cluster(
     try:
         ui = free_port()
         log = root / "master.log"
-        proc = _spawn("master", [MASTER_CLASS, "--host", HOST, "--port", str(cluster.master_port),
-                                 "--webui-port", str(ui)], log, env)
+        proc = _spawn(
+            "master",
+            [
+                MASTER_CLASS,
+                "--host",
+                HOST,
+                "--port",
+                str(cluster.master_port),
+                "--webui-port",
+                str(ui),
+            ],
+            log,
+            env,
+        )
         cluster.master = Daemon("master", proc, log, ui)
         for i in range(workers):
             ui = free_port()
             work = root / f"worker{i}" / "work"
             work.mkdir(parents=True)
             log = root / f"worker{i}.log"
-            proc = _spawn(f"worker{i}", [WORKER_CLASS, cluster.master_url, "--host", HOST,
-                                         "--cores", str(cores),
-                                         "--memory", memory, "--webui-port", str(ui),
-                                         "--work-dir", str(work)], log, env)
+            proc = _spawn(
+                f"worker{i}",
+                [
+                    WORKER_CLASS,
+                    cluster.master_url,
+                    "--host",
+                    HOST,
+                    "--cores",
+                    str(cores),
+                    "--memory",
+                    memory,
+                    "--webui-port",
+                    str(ui),
+                    "--work-dir",
+                    str(work),
+                ],
+                log,
+                env,
+            )
             cluster.workers.append(Daemon(f"worker{i}", proc, log, ui, work))
         _wait_for_workers(cluster, workers, start_timeout)
         yield cluster

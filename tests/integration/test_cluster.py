@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from maggy_core.runner import run_experiment
-from maggy_core.spec import ExperimentSpec
-
 # Lives next to this file; pytest's default ("prepend") import mode puts this
 # directory on sys.path for the test modules in it.
 from spark_cluster import StandaloneCluster, standalone_cluster
+
+from maggy_core.runner import run_experiment
+from maggy_core.spec import ExperimentSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,7 +51,9 @@ SPARK_CONF = {
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneCluster]:
     """A master and two workers (2 cores, 1 GiB each), all ALIVE; torn down after the module."""
-    with standalone_cluster(tmp_path_factory.mktemp("spark-cluster"), workers=2, cores=2, memory="1g") as c:
+    with standalone_cluster(
+        tmp_path_factory.mktemp("spark-cluster"), workers=2, cores=2, memory="1g"
+    ) as c:
         yield c
 
 
@@ -77,35 +79,51 @@ def _tids_by_spark_worker(cluster: StandaloneCluster, app_id: str) -> dict[str, 
         assert daemon.work_dir is not None
         tids: set[int] = set()
         for stderr in (daemon.work_dir / app_id).glob("*/stderr"):
-            tids.update(int(m) for m in re.findall(r"Running task \S+ in stage \S+ \(TID (\d+)\)",
-                                                    stderr.read_text(errors="replace")))
+            tids.update(
+                int(m)
+                for m in re.findall(
+                    r"Running task \S+ in stage \S+ \(TID (\d+)\)",
+                    stderr.read_text(errors="replace"),
+                )
+            )
         found[daemon.name] = tids
     return found
 
 
 def test_hpo_experiment_runs_on_a_standalone_cluster(
-    cluster: StandaloneCluster, redis_url: str, redis_client, experiment_id: str, tmp_path: Path,
+    cluster: StandaloneCluster,
+    redis_url: str,
+    redis_client,
+    experiment_id: str,
+    tmp_path: Path,
     no_active_spark_context: None,
 ) -> None:
-    spec = ExperimentSpec.from_dict({
-        "name": "cluster",
-        "train_fn": "maggy_core.examples.sleep:train",
-        "searchspace": {"seconds": ["DOUBLE", [0.05, 0.3]], "x": ["DOUBLE", [-2, 2]]},
-        "optimizer": "randomsearch",
-        "num_trials": NUM_TRIALS,
-        "direction": "max",
-        "es_policy": "median",
-        "es_min": 3,
-        "workers": WORKERS,
-        "seed": 7,
-    })
+    spec = ExperimentSpec.from_dict(
+        {
+            "name": "cluster",
+            "train_fn": "maggy_core.examples.sleep:train",
+            "searchspace": {"seconds": ["DOUBLE", [0.05, 0.3]], "x": ["DOUBLE", [-2, 2]]},
+            "optimizer": "randomsearch",
+            "num_trials": NUM_TRIALS,
+            "direction": "max",
+            "es_policy": "median",
+            "es_min": 3,
+            "workers": WORKERS,
+            "seed": 7,
+        }
+    )
     # The results directory is written by the coordinator in the driver (this
     # process). Every "node" of this cluster is this same machine, so any path
     # is also seen by all of them; on a real cluster it would have to be on
     # storage the driver can write (the workers only talk to Redis).
-    result = run_experiment(spec, master=cluster.master_url, redis_url=redis_url,
-                            results_dir=tmp_path / "results", spark_conf=SPARK_CONF,
-                            experiment_id=experiment_id)
+    result = run_experiment(
+        spec,
+        master=cluster.master_url,
+        redis_url=redis_url,
+        results_dir=tmp_path / "results",
+        spark_conf=SPARK_CONF,
+        experiment_id=experiment_id,
+    )
 
     assert result["status"] == "finished", result.get("reason")
     assert result["experiment_id"] == experiment_id
@@ -117,7 +135,9 @@ def test_hpo_experiment_runs_on_a_standalone_cluster(
     assert len({t["trial_id"] for t in trials}) == NUM_TRIALS
     bad = [(t["trial_id"], t["status"], t["error"]) for t in trials if t["status"] not in TERMINAL]
     assert not bad
-    assert not [t for t in trials if t["status"] == "failed"], [t["traceback"] for t in trials if t["traceback"]]
+    assert not [t for t in trials if t["status"] == "failed"], [
+        t["traceback"] for t in trials if t["traceback"]
+    ]
     assert sum(result["counts"].get(s, 0) for s in TERMINAL) == NUM_TRIALS
     on_disk = json.loads((Path(result["results_dir"]) / "result.json").read_text())
     assert on_disk["status"] == "finished"
