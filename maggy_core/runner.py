@@ -74,7 +74,7 @@ def prepare(spec: ExperimentSpec, train_fn: Callable[..., Any] | None = None) ->
                 "train_fn", "is required: 'module:function' (or pass a callable to lagom)"
             )
         train_fn = load_callable(spec.train_fn)
-    problems = check_signature(train_fn, spec.searchspace.names())
+    problems = check_signature(train_fn, spec.searchspace.names(), spec.train_kwargs)
     if problems:
         raise SpecError(problems)
     _make_optimizer(spec)
@@ -239,6 +239,7 @@ def run_experiment(
             spec.hb_interval,
             spec.optimization_key,
             spec.train_fn if train_fn is None else None,
+            spec.train_kwargs,
         ).to_json()
         task = (
             functools.partial(spark_task, launch)

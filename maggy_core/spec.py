@@ -148,6 +148,9 @@ class ExperimentSpec:
         max_attempts: How often a trial is run when its worker dies (>= 1).
         experiment_id: Id of the run (as ``name``), or ``None`` to make one.
         description: Free text.
+        train_kwargs: Fixed keyword arguments given to ``train_fn`` in every
+            trial (JSON values, e.g. the path of a dataset a pipeline wrote); a
+            name may not also be a hyperparameter.
     """
 
     name: str = "experiment"
@@ -167,6 +170,7 @@ class ExperimentSpec:
     max_attempts: int = 3
     experiment_id: str | None = None
     description: str = ""
+    train_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         values, problems = _validate({f.name: getattr(self, f.name) for f in _FIELDS})
@@ -300,6 +304,23 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
         _check_id(problems, "experiment_id", values["experiment_id"])
     if not isinstance(values["description"], str):
         problems.append(("description", "must be a string"))
+    kwargs = values["train_kwargs"]
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        problems.append(
+            ("train_kwargs", f"must be a mapping of name -> JSON value, got {kwargs!r}")
+        )
+    else:
+        try:
+            out["train_kwargs"] = json.loads(json.dumps(dict(kwargs), allow_nan=False))
+        except (TypeError, ValueError) as err:
+            problems.append(
+                ("train_kwargs", f"values must be JSON (str, number, bool, list, dict): {err}")
+            )
+        for name in kwargs:
+            if space is not None and name in space:
+                problems.append(
+                    (f"train_kwargs.{name}", "is also a hyperparameter; give it one place")
+                )
     return out, problems
 
 

@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from maggy_core.channel import WorkerChannel
@@ -63,14 +63,16 @@ def load_callable(path: str) -> Callable[..., Any]:
     return obj
 
 
-def check_signature(fn: Callable[..., Any], param_names: Iterable[str]) -> list[tuple[str, str]]:
+def check_signature(
+    fn: Callable[..., Any], param_names: Iterable[str], fixed: Iterable[str] = ()
+) -> list[tuple[str, str]]:
     """Problems with calling ``fn`` for a trial, as ``(field, message)`` pairs.
 
     A training function receives, by name, ``hparams`` (all hyperparameters),
-    ``reporter``, ``budget``, ``trial_id`` and each hyperparameter; a ``**kwargs``
-    receives the hyperparameters it did not name. Each hyperparameter must reach
-    the function one way or another, and every argument without a default must
-    be one of these.
+    ``reporter``, ``budget``, ``trial_id``, each hyperparameter and each of the
+    spec's ``train_kwargs`` (``fixed``); a ``**kwargs`` receives the
+    hyperparameters it did not name. Each hyperparameter must reach the function
+    one way or another, and every argument without a default must be one of these.
     """
     name = getattr(fn, "__name__", repr(fn))
     try:
@@ -79,6 +81,7 @@ def check_signature(fn: Callable[..., Any], param_names: Iterable[str]) -> list[
         return []
     params = sig.parameters
     names = set(param_names)
+    fixed_names = set(fixed)
     has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     problems = []
     for p in params.values():
@@ -91,7 +94,12 @@ def check_signature(fn: Callable[..., Any], param_names: Iterable[str]) -> list[
                     f"{name}: argument {p.name!r} is positional-only; arguments are passed by name",
                 )
             )
-        elif p.name not in names and p.name not in INJECTED and p.default is p.empty:
+        elif (
+            p.name not in names
+            and p.name not in fixed_names
+            and p.name not in INJECTED
+            and p.default is p.empty
+        ):
             problems.append(
                 (
                     "train_fn",
@@ -116,9 +124,11 @@ def build_kwargs(
     reporter: Reporter,
     budget: float | None,
     trial_id: str,
+    fixed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of one call of a training function."""
     sig = inspect.signature(fn)
+    fixed = fixed or {}
     injected = {
         "hparams": {**params, **({"budget": budget} if budget is not None else {})},
         "reporter": reporter,
@@ -132,10 +142,12 @@ def build_kwargs(
             var_kw = True
         elif p.name in params:
             kwargs[p.name] = params[p.name]
+        elif p.name in fixed:
+            kwargs[p.name] = fixed[p.name]
         elif p.name in injected:
             kwargs[p.name] = injected[p.name]
     if var_kw:
-        for k, v in params.items():
+        for k, v in {**fixed, **params}.items():
             kwargs.setdefault(k, v)
     return kwargs
 
@@ -205,6 +217,7 @@ class Launch:
     hb_interval: float
     optimization_key: str
     train_fn: str | None = None
+    train_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -267,7 +280,7 @@ def run_worker(
             if key in outcomes:
                 unsent = outcomes[key]  # the coordinator may have lost it: send it again
                 continue
-            duration, unsent = _run_trial(channel, fn, msg, launch.optimization_key)
+            duration, unsent = _run_trial(channel, fn, msg, launch)
             outcomes[key] = unsent
             if len(outcomes) > 64:
                 outcomes.pop(next(iter(outcomes)))
@@ -287,7 +300,7 @@ def run_worker(
 
 
 def _run_trial(
-    channel: WorkerChannel, fn: Callable[..., Any], msg: dict[str, Any], key: str
+    channel: WorkerChannel, fn: Callable[..., Any], msg: dict[str, Any], launch: Launch
 ) -> tuple[float, str]:
     """Run one assignment. Returns the seconds it took and its encoded outcome
     (a ``final`` or ``error`` event), which the caller sends."""
@@ -298,8 +311,10 @@ def _run_trial(
     kind = "final"
     outcome: dict[str, Any]
     try:
-        result = fn(**build_kwargs(fn, msg["params"], reporter, msg.get("budget"), trial))
-        metric, metrics = interpret_return(result, key)
+        kwargs = build_kwargs(
+            fn, msg["params"], reporter, msg.get("budget"), trial, launch.train_kwargs
+        )
+        metric, metrics = interpret_return(fn(**kwargs), launch.optimization_key)
         status = "early_stopped" if reporter.stopped else "finished"
         outcome = {"status": status, "metric": metric, "metrics": metrics}
     except EarlyStopException:

@@ -243,3 +243,20 @@ def test_invalid_spec_fails_before_spark_starts(redis_url, tmp_path):
             results_dir=tmp_path,
         )
     assert not any(tmp_path.iterdir()), "nothing may be written for a spec that cannot run"
+
+
+def test_train_kwargs_reach_every_trial(redis_url, tmp_path):
+    def train(x, data, reporter, label="none"):
+        return x + len(data) + (100 if label == "y" else 0)
+
+    config = HyperparameterOptConfig(
+        num_trials=3,
+        optimizer="randomsearch",
+        es_policy="none",
+        searchspace={"x": ["DOUBLE", [0, 1]]},
+        train_kwargs={"data": "abcd", "label": "y"},
+    )
+    result = lagom(train, config, redis_url=redis_url, results_dir=tmp_path)
+    assert result["status"] == "finished"
+    for t in result["trials"]:
+        assert t["metric"] == pytest.approx(t["params"]["x"] + 104)

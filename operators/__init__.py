@@ -1,0 +1,1 @@
+"""MaggyOperator, its trigger and its extra link."""
