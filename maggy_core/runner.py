@@ -118,17 +118,22 @@ def spark_context(
     if active is not None:
         yield active
         return
-    settings = dict(DEFAULT_SPARK_CONF)
-    if master and master.startswith("local"):
-        settings.update(LOCAL_SPARK_CONF)
-    elif master:
-        # Start the workers' job only once the executors are there, so the W tasks
-        # spread over them rather than queueing on the first executor to arrive.
-        settings.update(CLUSTER_SPARK_CONF)
-    settings.update(conf or {})
-    spark_conf = SparkConf().setAppName(app_name).setAll(list(settings.items()))
+    # Under spark-submit, SparkConf() holds what spark-submit was given; those
+    # settings and the caller's win over our defaults.
+    spark_conf = SparkConf().setAll(list((conf or {}).items()))
     if master:
         spark_conf.setMaster(master)
+    spark_conf.setIfMissing("spark.app.name", app_name)
+    effective = spark_conf.get("spark.master", "local")
+    defaults = {**DEFAULT_SPARK_CONF}
+    if effective.startswith("local"):
+        defaults.update(LOCAL_SPARK_CONF)
+    else:
+        # Start the workers' job only once the executors are there, so the W tasks
+        # spread over them rather than queueing on the first executor to arrive.
+        defaults.update(CLUSTER_SPARK_CONF)
+    for key, value in defaults.items():
+        spark_conf.setIfMissing(key, value)
     sc = SparkContext.getOrCreate(spark_conf)
     sc.setLogLevel("WARN")
     try:
@@ -216,7 +221,9 @@ def run_experiment(
     epoch = 1 + sum(1 for r in store.read_journal() if r.get("type") == "experiment")
     # local[W,F]: plain local[W] never retries a failed task, so a worker whose
     # Python process died would end the whole job instead of being replaced.
-    master = master or os.environ.get("MAGGY_SPARK_MASTER") or f"local[{spec.workers},3]"
+    if master is None and not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        # Not under spark-submit (which names the master itself).
+        master = os.environ.get("MAGGY_SPARK_MASTER") or f"local[{spec.workers},3]"
 
     with redis_for_experiment(redis_url) as url:
         channel = CoordinatorChannel(url, exp_id)

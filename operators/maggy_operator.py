@@ -1,0 +1,376 @@
+"""``MaggyOperator``: a hyperparameter search as a step of an Airflow pipeline.
+
+The operator is thin: it builds the experiment spec, submits the Spark
+application whose driver runs ``maggy run`` (the coordinator and its workers),
+follows it, and returns a small summary as its XCom. The engine does the rest.
+
+- Spark comes from the ``spark_default`` connection through the Spark provider's
+  ``SparkSubmitHook`` (master, deploy mode, queue, binary), falling back to local
+  Spark when the connection does not exist.
+- Redis comes from the ``redis_default`` connection (host, port, password, TLS);
+  without one, the engine's own default (``MAGGY_REDIS_URL``, a server on
+  localhost, or a private server for the run).
+- The experiment id is derived from the task instance, so a retry resumes the
+  same experiment from its journal and does not run ended trials again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from maggy_airflow.operators.links import MaggyExperimentLink, experiment_id_for
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from maggy_airflow.operators.hooks import MaggySparkSubmitHook
+    from maggy_core.spec import ExperimentSpec
+
+
+def default_results_dir() -> str:
+    """``$MAGGY_RESULTS_DIR``, else ``$AIRFLOW_HOME/maggy-results``."""
+    if os.environ.get("MAGGY_RESULTS_DIR"):
+        return os.environ["MAGGY_RESULTS_DIR"]
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return os.path.join(home, "maggy-results")
+
+
+class MaggyOperator(BaseOperator):
+    """Run a maggy experiment (hyperparameter search) on Spark.
+
+    Args:
+        train_fn: The training function as ``"package.module:function"``; it must
+            be importable on the Spark driver and executors (installed, or shipped
+            with ``py_files``).
+        config: The experiment as a mapping with the fields of a spec file
+            (``searchspace``, ``num_trials``, ``optimizer``, ...), or an
+            ``ExperimentSpec``. Overrides fields of ``spec``.
+        spec: Path of a YAML or JSON spec file (relative paths are taken from the
+            DAG file's folder).
+        experiment_name: Name of the experiment (default: the spec's name, else
+            the task id).
+        spark_conn_id: Spark connection (master, deploy mode, queue, ...).
+        redis_conn_id: Redis connection of the channel.
+        num_workers: Parallel trials (Spark tasks); overrides the spec's ``workers``.
+        results_dir: Parent folder of the experiment's results; must be reachable
+            from the Spark driver (and from this task, to read ``result.json``).
+        py_files: Comma-separated ``.py``/``.zip`` files for spark-submit.
+        spark_conf: Extra Spark settings.
+        spark_submit_kwargs: Further ``SparkSubmitHook`` arguments
+            (``driver_memory``, ``executor_memory``, ``num_executors``, ...).
+        deferrable: Submit, then wait in the triggerer instead of holding a worker
+            slot (needs a Redis the triggerer reaches: ``redis_conn_id``).
+        poll_interval: Seconds between looks at Redis in deferrable mode.
+        start_timeout: Seconds the experiment has to appear in Redis after a
+            deferrable submission.
+
+    Returns (XCom):
+        ``{"experiment_id", "status", "best": {"trial_id", "params", "metric"},
+        "counts", "num_trials", "results_dir", ...}``.
+    """
+
+    template_fields: Sequence[str] = (
+        "train_fn",
+        "config",
+        "spec",
+        "experiment_name",
+        "results_dir",
+        "spark_conf",
+        "num_workers",
+        "py_files",
+    )
+    template_fields_renderers = {"config": "json", "spark_conf": "json"}
+    operator_extra_links = (MaggyExperimentLink(),)
+    ui_color = "#dbeafe"
+
+    def __init__(
+        self,
+        *,
+        train_fn: str | None = None,
+        config: Mapping[str, Any] | ExperimentSpec | None = None,
+        spec: str | None = None,
+        experiment_name: str | None = None,
+        spark_conn_id: str = "spark_default",
+        redis_conn_id: str | None = "redis_default",
+        num_workers: int | None = None,
+        results_dir: str | None = None,
+        py_files: str | None = None,
+        spark_conf: Mapping[str, Any] | None = None,
+        spark_submit_kwargs: Mapping[str, Any] | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 5.0,
+        start_timeout: float = 600.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.train_fn = train_fn
+        self.config = config
+        self.spec = spec
+        self.experiment_name = experiment_name
+        self.spark_conn_id = spark_conn_id
+        self.redis_conn_id = redis_conn_id
+        self.num_workers = num_workers
+        self.results_dir = results_dir
+        self.py_files = py_files
+        self.spark_conf = spark_conf
+        self.spark_submit_kwargs = spark_submit_kwargs
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.start_timeout = start_timeout
+        self._hook: MaggySparkSubmitHook | None = None
+        self._experiment_id: str | None = None
+        self._redis_url: str | None = None
+
+    # ------------------------------------------------------------ the spec
+
+    def build_spec(self, experiment_id: str, dag_folder: str | None = None) -> ExperimentSpec:
+        """The validated spec of this task's experiment.
+
+        Raises:
+            AirflowFailException: the spec is invalid (a retry would not help); the
+                message names the field and what is allowed.
+        """
+        from maggy_core.exceptions import SpecError
+        from maggy_core.spec import ExperimentSpec, load_spec
+
+        try:
+            data: dict[str, Any] = {}
+            if self.spec:
+                path = Path(self.spec)
+                if not path.is_absolute() and dag_folder:
+                    path = Path(dag_folder) / path
+                data.update(load_spec(path, require_train_fn=False).to_dict())
+            if isinstance(self.config, ExperimentSpec):
+                data.update(self.config.to_dict())
+            elif self.config is not None:
+                if not isinstance(self.config, Mapping):
+                    raise SpecError.one(
+                        "config",
+                        f"must be a mapping or an ExperimentSpec, got {type(self.config).__name__}",
+                    )
+                data.update(self.config)
+            if self.train_fn:
+                data["train_fn"] = self.train_fn
+            if self.num_workers is not None:
+                data["workers"] = int(self.num_workers)
+            data["name"] = self.experiment_name or data.get("name") or self.task_id
+            data["experiment_id"] = experiment_id
+            return ExperimentSpec.from_dict(data)
+        except SpecError as exc:
+            raise AirflowFailException(f"invalid maggy experiment: {exc}") from None
+
+    # ------------------------------------------------------------ running
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        experiment_id = experiment_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        dag = context.get("dag")
+        spec = self.build_spec(
+            experiment_id, os.path.dirname(dag.fileloc) if dag is not None and dag.fileloc else None
+        )
+        from maggy_airflow.operators.hooks import redis_url_from_connection
+
+        self._experiment_id = experiment_id
+        self._redis_url = redis_url_from_connection(self.redis_conn_id) or os.environ.get(
+            "MAGGY_REDIS_URL"
+        )
+        results_dir = os.path.abspath(self.results_dir or default_results_dir())
+        hook = self._make_hook(spec, results_dir)
+        self.log.info(
+            "maggy experiment %s: %d trials, %d workers, optimizer %s, on Spark %s; results in %s",
+            experiment_id,
+            spec.num_trials,
+            spec.workers,
+            spec.optimizer.name,
+            hook.master,
+            os.path.join(results_dir, experiment_id),
+        )
+        if self.deferrable:
+            self._submit_detached(hook, results_dir, experiment_id)
+        failure: AirflowException | None = None
+        try:
+            hook.submit(self._application())
+        except AirflowException as exc:
+            failure = exc  # the experiment may still have ended with a result
+        summary = self._read_summary(results_dir, experiment_id)
+        if summary is None:
+            raise AirflowException(f"the Spark application ended without a result: {failure}")
+        return self._finish(summary)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Back from the trigger (deferrable mode)."""
+        summary = event.get("summary")
+        if summary is None:
+            raise AirflowException(
+                f"maggy experiment {event.get('experiment_id')} {event.get('status')}: "
+                f"{event.get('reason')}"
+            )
+        return self._finish(summary)
+
+    def _finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        best = summary.get("best")
+        counts = summary.get("counts") or {}
+        self.log.info(
+            "experiment %s %s: %s trials (%s finished, %s early-stopped, %s failed)%s",
+            summary.get("experiment_id"),
+            summary.get("status"),
+            summary.get("num_trials"),
+            counts.get("finished"),
+            counts.get("early_stopped"),
+            counts.get("failed"),
+            f"; best {best['trial_id']} {summary.get('optimization_key')}={best['metric']:.6g} "
+            f"{json.dumps(best['params'])}"
+            if best
+            else "",
+        )
+        if summary.get("status") != "finished":
+            raise AirflowException(
+                f"maggy experiment {summary.get('experiment_id')} {summary.get('status')}: "
+                f"{summary.get('reason')}"
+            )
+        return summary
+
+    def _application(self) -> str:
+        import maggy_core
+
+        return str(Path(maggy_core.__file__).parent / "spark_app" / "maggy_driver.py")
+
+    def _make_hook(self, spec: ExperimentSpec, results_dir: str) -> MaggySparkSubmitHook:
+        from maggy_airflow.operators.hooks import MaggySparkSubmitHook, spark_home
+
+        bin_dir = os.path.dirname(sys.executable)
+        env = {
+            # The driver and the workers run this interpreter, which has maggy_core
+            # (on a cluster, set spark.pyspark.python or these variables yourself).
+            "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
+            "PYSPARK_DRIVER_PYTHON": os.environ.get("PYSPARK_DRIVER_PYTHON", sys.executable),
+            "SPARK_HOME": spark_home(),
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        }
+        if self._redis_url:
+            env["MAGGY_REDIS_URL"] = self._redis_url
+        args = [
+            "run",
+            json.dumps(spec.to_dict()),
+            "--results-dir",
+            results_dir,
+            "--experiment-id",
+            spec.experiment_id or "",
+        ]
+        self._hook = MaggySparkSubmitHook(
+            default_master=os.environ.get("MAGGY_SPARK_MASTER") or f"local[{spec.workers},3]",
+            conf={k: str(v) for k, v in (self.spark_conf or {}).items()},
+            conn_id=self.spark_conn_id,
+            py_files=self.py_files,
+            name=f"maggy-{spec.experiment_id}",
+            application_args=args,
+            env_vars=env,
+            **dict(self.spark_submit_kwargs or {}),
+        )
+        return self._hook
+
+    def _submit_detached(
+        self, hook: MaggySparkSubmitHook, results_dir: str, experiment_id: str
+    ) -> None:
+        """Start spark-submit in a session of its own and defer to the trigger."""
+        import subprocess
+
+        from maggy_airflow.operators.triggers import MaggyTrigger
+
+        if not self._redis_url:
+            raise AirflowFailException(
+                "deferrable=True needs a Redis the triggerer can reach: set the connection "
+                f"{self.redis_conn_id!r} (or MAGGY_REDIS_URL)"
+            )
+        log_path = Path(results_dir) / experiment_id / "spark-submit.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = hook.build_command(self._application())
+        with log_path.open("ab") as log_file:
+            proc = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(hook._env or {})},
+                start_new_session=True,
+            )
+        self.log.info("submitted (pid %d, log %s); deferring to the triggerer", proc.pid, log_path)
+        self.defer(
+            trigger=MaggyTrigger(
+                experiment_id,
+                self._redis_url,
+                poll_interval=self.poll_interval,
+                start_timeout=self.start_timeout,
+                submitted_at=time.time(),
+            ),
+            method_name="execute_complete",
+        )
+
+    def _read_summary(self, results_dir: str, experiment_id: str) -> dict[str, Any] | None:
+        """The experiment's summary: from ``result.json`` when this task sees the
+        results folder, else from Redis, where the driver also leaves it."""
+        from maggy_core.coordinator import summarize
+        from maggy_core.results import load_result
+
+        with contextlib.suppress(OSError, ValueError):
+            return summarize(load_result(Path(results_dir) / experiment_id))
+        if self._redis_url:
+            from maggy_core.channel import connect, key_prefix
+
+            with contextlib.suppress(Exception):
+                raw = connect(self._redis_url).hget(key_prefix(experiment_id) + "meta", "summary")
+                if raw:
+                    return json.loads(raw)  # type: ignore[no-any-return]
+        return None
+
+    # ------------------------------------------------------------ killing
+
+    def on_kill(self) -> None:
+        """Stop the experiment and the Spark application; leave nothing running.
+
+        First politely (a stop request through Redis, SIGTERM to the driver: the
+        trials that ended are kept and ``result.json`` is written), then by force
+        (the provider's kill of spark-submit, then any process left under it).
+        """
+        hook = self._hook
+        if self._experiment_id and self._redis_url:
+            from maggy_core.channel import connect, request_experiment_stop
+
+            with contextlib.suppress(Exception):
+                request_experiment_stop(
+                    connect(self._redis_url), self._experiment_id, "the Airflow task was killed"
+                )
+        proc = getattr(hook, "_submit_sp", None) if hook else None
+        if proc is None or proc.poll() is not None:
+            return
+        import psutil
+
+        try:
+            tree = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        for p in tree:  # the Python driver handles SIGTERM by stopping the experiment
+            with contextlib.suppress(psutil.Error):
+                if "python" in p.name() and "maggy_driver.py" in " ".join(p.cmdline()):
+                    p.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except Exception:
+            self.log.warning("spark-submit did not end in 30 s: killing it")
+        if hook is not None:
+            hook.on_kill()
+        _gone, alive = psutil.wait_procs(tree, timeout=5)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()

@@ -1,0 +1,147 @@
+"""The trigger of ``MaggyOperator(deferrable=True)``: follows an experiment in Redis.
+
+It runs in the triggerer's event loop, so it uses ``redis.asyncio`` and never
+blocks. It logs a line per ended trial (from the experiment's ``progress``
+stream) and fires once, when the experiment has ended and its summary is in
+Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+TERMINAL = ("finished", "failed", "stopped")
+
+
+class MaggyTrigger(BaseTrigger):
+    """Waits for a maggy experiment to end.
+
+    Args:
+        experiment_id: The experiment to follow.
+        redis_url: Its Redis (kept encrypted with the trigger's other arguments).
+        poll_interval: Seconds between looks at Redis.
+        start_timeout: Seconds from ``submitted_at`` within which the experiment
+            must appear in Redis; otherwise the trigger fires an error.
+        submitted_at: Unix time of the submission.
+        summary_grace: Seconds to wait, after the experiment ended, for its
+            summary (written after ``result.json``).
+    """
+
+    def __init__(
+        self,
+        experiment_id: str,
+        redis_url: str,
+        poll_interval: float = 5.0,
+        start_timeout: float = 600.0,
+        submitted_at: float | None = None,
+        summary_grace: float = 120.0,
+    ) -> None:
+        super().__init__()
+        self.experiment_id = experiment_id
+        self.redis_url = redis_url
+        self.poll_interval = poll_interval
+        self.start_timeout = start_timeout
+        self.submitted_at = submitted_at if submitted_at is not None else time.time()
+        self.summary_grace = summary_grace
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "experiment_id": self.experiment_id,
+                "redis_url": self.redis_url,
+                "poll_interval": self.poll_interval,
+                "start_timeout": self.start_timeout,
+                "submitted_at": self.submitted_at,
+                "summary_grace": self.summary_grace,
+            },
+        )
+
+    def _key(self, name: str) -> str:
+        from maggy_core.channel import key_prefix
+
+        return key_prefix(self.experiment_id) + name
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(self.redis_url)
+        last = "0-0"
+        ended_at: float | None = None
+        try:
+            while True:
+                last = await self._log_progress(client, last)
+                meta = {
+                    k.decode(): v.decode()
+                    for k, v in (await client.hgetall(self._key("meta"))).items()
+                }
+                state = meta.get("state")
+                if not meta:
+                    if time.time() - self.submitted_at > self.start_timeout:
+                        yield TriggerEvent(
+                            self._event(
+                                "error",
+                                f"the experiment did not start within "
+                                f"{self.start_timeout:.0f} s of its submission",
+                            )
+                        )
+                        return
+                elif state in TERMINAL:
+                    if "summary" in meta:
+                        yield TriggerEvent(
+                            {
+                                "status": state,
+                                "experiment_id": self.experiment_id,
+                                "summary": json.loads(meta["summary"]),
+                            }
+                        )
+                        return
+                    ended_at = ended_at or time.time()
+                    if time.time() - ended_at > self.summary_grace:
+                        yield TriggerEvent(
+                            self._event(state, meta.get("reason") or "no summary was written")
+                        )
+                        return
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            await client.aclose()
+
+    def _event(self, status: str, reason: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "experiment_id": self.experiment_id,
+            "reason": reason,
+            "summary": None,
+        }
+
+    async def _log_progress(self, client: Any, last: str) -> str:
+        """Log the trials that ended since ``last``; return the new position."""
+        reply = await client.xread({self._key("progress"): last}, count=1000)
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                last = entry_id.decode()
+                try:
+                    self.log.info("%s", json.loads(fields[b"m"])["line"])
+                except (KeyError, ValueError):
+                    self.log.warning("unreadable progress entry %s", entry_id)
+        return last
+
+    async def on_kill(self) -> None:
+        """The user killed the deferred task: ask the experiment to stop. Its
+        driver then cancels the Spark job, and the trials that ended are kept."""
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(self.redis_url)
+        try:
+            meta = self._key("meta")
+            if (await client.hget(meta, "state")) == b"running":
+                await client.hset(meta, "stop_request", "the Airflow task was killed")
+                self.log.info("asked experiment %s to stop", self.experiment_id)
+        finally:
+            await client.aclose()
