@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,17 @@ MARKERS = {
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Airflow (imported by the tests of the operator) keeps its config and SQLite
+# database in AIRFLOW_HOME: a throw-away one for the test session, with the
+# project's DAGs and no examples.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="maggy-test-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault(
+    "AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parent.parent / "dags")
+)
+os.environ.setdefault(
+    "MAGGY_RESULTS_DIR", os.path.join(os.environ["AIRFLOW_HOME"], "maggy-results")
+)
 _bin = os.path.dirname(sys.executable)
 if _bin not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")

@@ -1,0 +1,236 @@
+"""MaggyOperator's pieces without a running Airflow: spec building, ids,
+connections, the trigger (against the real Redis) and its serialisation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from maggy_airflow.operators import MaggyOperator, MaggyTrigger, experiment_id_for
+from maggy_airflow.operators.hooks import MaggySparkSubmitHook, redis_url_from_connection
+from maggy_core.channel import CoordinatorChannel, key_prefix
+from maggy_core.spec import ExperimentSpec
+
+pytestmark = pytest.mark.airflow
+
+CONFIG = {
+    "searchspace": {"lr": ["DOUBLE", [0.001, 0.1], "log"], "units": ["INTEGER", [8, 64]]},
+    "num_trials": 5,
+    "direction": "max",
+    "optimization_key": "accuracy",
+}
+
+
+def op(**kw) -> MaggyOperator:
+    kw.setdefault("task_id", "search")
+    kw.setdefault("train_fn", "maggy_core.examples.digits:train")
+    return MaggyOperator(**kw)
+
+
+class TestBuildSpec:
+    def test_config_mapping(self):
+        spec = op(config=CONFIG, num_workers=3).build_spec("exp-1")
+        assert spec.experiment_id == "exp-1"
+        assert spec.workers == 3
+        assert spec.name == "search"  # the task id when nothing names it
+        assert spec.train_fn == "maggy_core.examples.digits:train"
+        assert spec.searchspace.names() == ["lr", "units"]
+
+    def test_spec_file_relative_to_the_dag_folder_then_config_overrides(self, tmp_path):
+        (tmp_path / "s.yaml").write_text(
+            "name: from-file\nsearchspace:\n  x: [DOUBLE, [0, 1]]\nnum_trials: 9\nseed: 4\n"
+        )
+        spec = op(spec="s.yaml", config={"num_trials": 2}).build_spec("e", dag_folder=str(tmp_path))
+        assert (spec.name, spec.num_trials, spec.seed) == ("from-file", 2, 4)
+
+    def test_experiment_spec_object_and_name(self):
+        base = ExperimentSpec.from_dict({**CONFIG, "name": "obj"}, require_train_fn=False)
+        spec = op(config=base, experiment_name="renamed").build_spec("e")
+        assert spec.name == "renamed" and spec.num_trials == 5
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"config": {**CONFIG, "num_trials": 0}}, "num_trials"),
+            ({"config": {**CONFIG, "directon": "max"}}, "directon"),
+            ({"config": {**CONFIG, "searchspace": {"lr": ["FLOAT", [0, 1]]}}}, "searchspace.lr"),
+            ({"config": {**CONFIG}, "train_fn": "no colon"}, "train_fn"),
+            ({"config": [1, 2]}, "config"),
+        ],
+    )
+    def test_bad_input_fails_without_retry_and_names_the_field(self, kwargs, field):
+        with pytest.raises(AirflowFailException, match=field):
+            op(**kwargs).build_spec("e")
+
+    def test_nothing_is_transformed_in_init(self):
+        task = op(config={"searchspace": "{{ params.space }}"}, num_workers="{{ params.w }}")
+        assert task.config == {"searchspace": "{{ params.space }}"}
+        assert task.num_workers == "{{ params.w }}"
+        for name in ("config", "results_dir", "spark_conf", "experiment_name", "train_fn"):
+            assert name in MaggyOperator.template_fields
+
+
+class TestExperimentId:
+    def test_stable_valid_and_distinct(self):
+        a = experiment_id_for("dag", "task", "manual__2026-11-25T04:00:00+00:00")
+        assert a == experiment_id_for("dag", "task", "manual__2026-11-25T04:00:00+00:00")
+        ExperimentSpec.from_dict({**CONFIG, "experiment_id": a}, require_train_fn=False)
+        others = {
+            experiment_id_for("dag", "task", "manual__2026-11-25T04:00:00-00:00"),
+            experiment_id_for("dag", "task", "manual__2026-11-25T04:00:00+00:00", 0),
+            experiment_id_for("dag", "task", "manual__2026-11-25T04:00:00+00:00", 1),
+            experiment_id_for("dag2", "task", "manual__2026-11-25T04:00:00+00:00"),
+        }
+        assert a not in others and len(others) == 4
+
+    def test_long_ids_stay_within_the_limit(self):
+        long = experiment_id_for("d" * 200, "t" * 200, "r" * 200)
+        assert len(long) <= 100
+        ExperimentSpec.from_dict({**CONFIG, "experiment_id": long}, require_train_fn=False)
+
+
+class TestConnections:
+    def test_redis_url_from_a_connection(self, monkeypatch):
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MAGGY_REDIS",
+            json.dumps(
+                {
+                    "conn_type": "redis",
+                    "host": "cache.internal",
+                    "port": 6380,
+                    "password": "s3cret/pw",
+                    "extra": {"db": 3},
+                }
+            ),
+        )
+        assert (
+            redis_url_from_connection("maggy_redis") == "redis://:s3cret%2Fpw@cache.internal:6380/3"
+        )
+
+    def test_tls_connection(self, monkeypatch):
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MAGGY_TLS",
+            json.dumps(
+                {
+                    "conn_type": "redis",
+                    "host": "h",
+                    "login": "u",
+                    "password": "secret",
+                    "extra": {"ssl": True, "ssl_cert_reqs": "required"},
+                }
+            ),
+        )
+        assert (
+            redis_url_from_connection("maggy_tls")
+            == "rediss://u:secret@h:6379/0?ssl_cert_reqs=required"
+        )
+
+    def test_missing_connection_means_the_engine_default(self):
+        assert redis_url_from_connection("no_such_connection_" + uuid.uuid4().hex[:6]) is None
+        assert redis_url_from_connection(None) is None
+
+    def test_spark_master_falls_back_to_local_not_yarn(self):
+        hook = MaggySparkSubmitHook(default_master="local[3,3]", conn_id="no_such_spark_conn")
+        assert hook.master == "local[3,3]"
+
+    def test_spark_master_from_the_connection(self, monkeypatch):
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MAGGY_SPARK", json.dumps({"conn_type": "spark", "host": "local[5]"})
+        )
+        hook = MaggySparkSubmitHook(default_master="local[1]", conn_id="maggy_spark")
+        assert hook.master == "local[5]"
+
+
+class TestTrigger:
+    def test_serialize_round_trip(self):
+        trigger = MaggyTrigger(
+            "exp-9",
+            "redis://127.0.0.1:6379/0",
+            poll_interval=0.5,
+            start_timeout=30,
+            submitted_at=123.0,
+        )
+        path, kwargs = trigger.serialize()
+        assert path == "maggy_airflow.operators.triggers.MaggyTrigger"
+        json.dumps(kwargs)  # trigger arguments must be JSON
+        again = MaggyTrigger(**kwargs)
+        assert again.serialize() == (path, kwargs)
+
+    def _first_event(self, trigger, timeout=20.0):
+        async def first():
+            async for event in trigger.run():
+                return event
+            return None
+
+        return asyncio.run(asyncio.wait_for(first(), timeout))
+
+    def test_fires_with_the_summary_when_the_experiment_ends(self, redis_url, experiment_id):
+        channel = CoordinatorChannel(redis_url, experiment_id)
+        channel.open(1, {"state": "running"})
+        channel.publish_progress({"line": "trial t0000 finished accuracy=0.9"})
+        summary = {"experiment_id": experiment_id, "status": "finished", "best": None}
+        channel.set_meta(state="finished", summary=summary)
+        try:
+            event = self._first_event(MaggyTrigger(experiment_id, redis_url, poll_interval=0.05))
+        finally:
+            channel.finish(expire_seconds=5)
+        assert event.payload == {
+            "status": "finished",
+            "experiment_id": experiment_id,
+            "summary": summary,
+        }
+
+    def test_fires_an_error_when_the_experiment_never_starts(self, redis_url, experiment_id):
+        trigger = MaggyTrigger(experiment_id, redis_url, poll_interval=0.05, start_timeout=0.2)
+        event = self._first_event(trigger)
+        assert event.payload["status"] == "error" and "did not start" in event.payload["reason"]
+        assert event.payload["summary"] is None
+
+    def test_waits_while_running_then_on_kill_asks_the_experiment_to_stop(
+        self, redis_url, experiment_id
+    ):
+        channel = CoordinatorChannel(redis_url, experiment_id)
+        channel.open(1, {"state": "running"})
+        trigger = MaggyTrigger(experiment_id, redis_url, poll_interval=0.05)
+        try:
+            with pytest.raises(TimeoutError):
+                self._first_event(trigger, timeout=0.5)  # still running: no event
+            asyncio.run(trigger.on_kill())
+            assert channel.stop_request() == "the Airflow task was killed"
+        finally:
+            channel.finish(expire_seconds=5)
+        assert key_prefix(experiment_id) in channel.key("meta")
+
+    def test_execute_complete_returns_the_summary_or_raises(self):
+        task = op(config=CONFIG)
+        summary = {
+            "experiment_id": "e",
+            "status": "finished",
+            "num_trials": 5,
+            "counts": {},
+            "optimization_key": "accuracy",
+            "best": {"trial_id": "t0001", "params": {"lr": 0.01}, "metric": 0.9},
+        }
+        assert task.execute_complete({}, {"status": "finished", "summary": summary}) == summary
+        with pytest.raises(Exception, match="failed: too many"):
+            task.execute_complete(
+                {},
+                {
+                    "status": "failed",
+                    "summary": {**summary, "status": "failed", "reason": "too many"},
+                },
+            )
+        with pytest.raises(Exception, match="did not start"):
+            task.execute_complete(
+                {},
+                {
+                    "status": "error",
+                    "experiment_id": "e",
+                    "reason": "did not start",
+                    "summary": None,
+                },
+            )
