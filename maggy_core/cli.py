@@ -69,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
         "validate", help="check a spec (and that its train_fn imports) without running it"
     )
     val.add_argument("spec")
+    show = sub.add_parser("show", help="print the summary of an ended experiment")
+    show.add_argument("path", help="the experiment's folder or its result.json")
+    show.add_argument("--json", action="store_true", help="print result.json itself")
     stop = sub.add_parser("stop", help="ask a running experiment to stop (ended trials are kept)")
     stop.add_argument("experiment_id")
     stop.add_argument("--redis-url", help="Redis URL (default: $MAGGY_REDIS_URL or localhost:6379)")
@@ -88,6 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "stop":
         return _stop(args.experiment_id, args.redis_url, args.reason)
+    if args.command == "show":
+        from maggy_core.results import load_result
+
+        try:
+            result = load_result(args.path)
+        except (OSError, ValueError) as exc:
+            print(f"maggy: no result at {args.path}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(json.dumps(result, indent=2) if args.json else summary_table(result))
+        return EXIT_OK
     try:
         spec = _load(args.spec)
         if args.command == "validate":

@@ -56,3 +56,42 @@ def test_validate_names_the_field(tmp_path, capsys, text, needle):
 def test_missing_file(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope.yaml")]) == EXIT_BAD_SPEC
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_show_prints_a_result(tmp_path, capsys):
+    import json
+
+    result = {
+        "experiment_id": "e1",
+        "status": "finished",
+        "reason": "",
+        "optimization_key": "acc",
+        "direction": "max",
+        "num_trials": 2,
+        "duration": 3.5,
+        "results_dir": str(tmp_path),
+        "counts": {"finished": 1, "early_stopped": 0, "failed": 1},
+        "best": {"trial_id": "t0000", "params": {"x": 1}, "metric": 0.5},
+        "trials": [
+            {
+                "trial_id": "t0000",
+                "status": "finished",
+                "metric": 0.5,
+                "duration": 1.0,
+                "params": {"x": 1},
+            },
+            {
+                "trial_id": "t0001",
+                "status": "failed",
+                "metric": None,
+                "duration": 0.1,
+                "params": {"x": 2},
+            },
+        ],
+    }
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    assert main(["show", str(tmp_path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "experiment e1: finished" in out and "best: t0000 acc=0.5" in out
+    assert out.index("t0000") < out.index("t0001")  # the finished trial ranks first
+    assert main(["show", str(tmp_path / "missing")]) == 1
