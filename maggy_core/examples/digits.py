@@ -15,7 +15,6 @@ Use it as ``train_fn: maggy_core.examples.digits:train`` with hyperparameters
 from __future__ import annotations
 
 import functools
-import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -77,18 +76,10 @@ def train(
         last epoch.
     """
     # Quiet TensorFlow's C++ start-up messages; keep the user's choice if set.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
+    from maggy_core.examples._keras import fit_and_report, fresh_keras
 
-    from maggy_core.callbacks import KerasEpochEnd
-
+    keras = fresh_keras(seed)
     x_train, y_train, x_val, y_val = load_data()
-    # A Spark worker runs many trials in one process: drop the previous model's graph.
-    keras.backend.clear_session()
-    if seed is not None:
-        keras.utils.set_random_seed(int(seed))
-
     model = keras.Sequential(
         [
             keras.Input(shape=(x_train.shape[1],)),
@@ -102,16 +93,9 @@ def train(
         metrics=["accuracy"],
     )
     reporter.log(f"digits: lr={lr} units={units} activation={activation} epochs={epochs}")
-    history = model.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        verbose=0,
-        callbacks=[KerasEpochEnd(reporter, metric="val_accuracy")],
+    result = fit_and_report(
+        model, (x_train, y_train), (x_val, y_val), reporter, epochs=epochs, batch_size=batch_size
     )
-    accuracy = float(history.history["val_accuracy"][-1])
-    loss = float(history.history["val_loss"][-1])
+    accuracy, loss = result["accuracy"], result["loss"]
     reporter.log(f"digits: val_accuracy={accuracy:.4f} val_loss={loss:.4f}")
-    return {"accuracy": accuracy, "loss": loss}
+    return result

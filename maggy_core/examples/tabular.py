@@ -11,7 +11,6 @@ TensorFlow, pandas and scikit-learn are imported inside the functions only.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,14 +63,11 @@ def train(
     Returns:
         ``{"accuracy": ..., "loss": ...}`` on the held-out quarter of the rows.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
     import pandas as pd
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    from maggy_core.callbacks import KerasEpochEnd
+    from maggy_core.examples._keras import fit_and_report, fresh_keras
 
     frame = pd.read_parquet(data)
     x = frame.drop(columns=[LABEL]).to_numpy("float32")
@@ -82,8 +78,7 @@ def train(
     scaler = StandardScaler().fit(x_train)
     x_train, x_val = scaler.transform(x_train), scaler.transform(x_val)
 
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(int(seed))
+    keras = fresh_keras(seed)
     model = keras.Sequential(
         [
             keras.Input(shape=(x.shape[1],)),
@@ -95,16 +90,6 @@ def train(
     model.compile(
         optimizer=keras.optimizers.Adam(float(lr)), loss="binary_crossentropy", metrics=["accuracy"]
     )
-    history = model.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        verbose=0,
-        callbacks=[KerasEpochEnd(reporter, metric="val_accuracy")],
+    return fit_and_report(
+        model, (x_train, y_train), (x_val, y_val), reporter, epochs=epochs, batch_size=batch_size
     )
-    return {
-        "accuracy": float(history.history["val_accuracy"][-1]),
-        "loss": float(history.history["val_loss"][-1]),
-    }
