@@ -39,12 +39,18 @@ from maggy_core.worker import Launch, check_signature, load_callable, spark_task
 log = logging.getLogger("maggy")
 
 DEFAULT_RESULTS_DIR = "maggy-results"
-#: Spark settings we choose unless the caller sets them: no console progress bar
-#: (it garbles task logs), and a driver heap that fits the coordinator's needs.
+#: Spark settings we choose unless the caller (or spark-submit) sets them: no console
+#: progress bar (it garbles task logs), a driver heap that fits the coordinator.
 DEFAULT_SPARK_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "512m",
     "spark.python.worker.reuse": "true",
+    # Workers fork from a daemon that has already imported what they need
+    # (see maggy_core/spark_daemon.py): they start together, not one by one.
+    "spark.python.daemon.module": "maggy_core.spark_daemon",
+    # The driver JVM only schedules W long Python tasks: the optimising JIT
+    # compiler costs start-up time (about half of it on two cores) and buys nothing.
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
 }
 CLUSTER_SPARK_CONF = {
     "spark.scheduler.minRegisteredResourcesRatio": "1.0",

@@ -270,7 +270,7 @@ class MaggyOperator(BaseOperator):
         ]
         self._hook = MaggySparkSubmitHook(
             default_master=os.environ.get("MAGGY_SPARK_MASTER") or f"local[{spec.workers},3]",
-            conf={k: str(v) for k, v in (self.spark_conf or {}).items()},
+            conf=self._submit_conf(),
             conn_id=self.spark_conn_id,
             py_files=self.py_files,
             name=f"maggy-{spec.experiment_id}",
@@ -279,6 +279,13 @@ class MaggyOperator(BaseOperator):
             **dict(self.spark_submit_kwargs or {}),
         )
         return self._hook
+
+    def _submit_conf(self) -> dict[str, str]:
+        """The user's Spark settings over the engine's defaults. JVM options must
+        reach spark-submit itself: the driver cannot change them once started."""
+        from maggy_core.runner import DEFAULT_SPARK_CONF
+
+        return {**DEFAULT_SPARK_CONF, **{k: str(v) for k, v in (self.spark_conf or {}).items()}}
 
     def _submit_detached(
         self, hook: MaggySparkSubmitHook, results_dir: str, experiment_id: str
