@@ -13,6 +13,45 @@ from airflow.sdk import DAG, Param, task
 
 from maggy_airflow.operators import MaggyOperator
 
+#: The trigger form's fields: the search space, the trial count, the workers.
+PARAMS = {
+    "searchspace": Param(
+        {
+            "lr": ["DOUBLE", [0.0005, 0.05], "log"],
+            "units": ["INTEGER", [16, 128]],
+            "activation": ["CATEGORICAL", ["relu", "tanh"]],
+        },
+        type="object",
+        description="name -> [TYPE, VALUES] (TYPE: DOUBLE, INTEGER, DISCRETE, CATEGORICAL; "
+        "append 'log' for a log scale)",
+    ),
+    "num_trials": Param(6, type="integer", minimum=1, description="trials to run"),
+    "workers": Param(2, type="integer", minimum=1, description="trials at the same time"),
+    "optimizer": Param("randomsearch", enum=["randomsearch", "gridsearch"]),
+}
+
+#: The experiment, filled in from the params when the task runs.
+CONFIG = {
+    "searchspace": "{{ params.searchspace }}",
+    "num_trials": "{{ params.num_trials }}",
+    "optimizer": "{{ params.optimizer }}",
+    "direction": "max",
+    "optimization_key": "accuracy",
+    "es_policy": "median",
+    "es_min": 3,
+    "seed": 7,
+}
+
+
+def report_best(summary: dict) -> dict:
+    """What a downstream step does with the result: here, log the winner."""
+    best = summary["best"]
+    print(
+        f"best of {summary['num_trials']} trials: {best['params']} -> accuracy {best['metric']:.4f}"
+    )
+    return best["params"]
+
+
 with DAG(
     dag_id="hparam_search",
     description="maggy: asynchronous hyperparameter search of a Keras MLP on scikit-learn's digits",
@@ -21,46 +60,12 @@ with DAG(
     catchup=False,
     render_template_as_native_obj=True,
     tags=["maggy", "example"],
-    params={
-        "searchspace": Param(
-            {
-                "lr": ["DOUBLE", [0.0005, 0.05], "log"],
-                "units": ["INTEGER", [16, 128]],
-                "activation": ["CATEGORICAL", ["relu", "tanh"]],
-            },
-            type="object",
-            description="name -> [TYPE, VALUES] (TYPE: DOUBLE, INTEGER, DISCRETE, CATEGORICAL; "
-            "append 'log' for a log scale)",
-        ),
-        "num_trials": Param(6, type="integer", minimum=1, description="trials to run"),
-        "workers": Param(2, type="integer", minimum=1, description="trials at the same time"),
-        "optimizer": Param("randomsearch", enum=["randomsearch", "gridsearch"]),
-    },
+    params=PARAMS,
 ) as dag:
     search = MaggyOperator(
         task_id="search",
         train_fn="maggy_core.examples.digits:train",
-        config={
-            "searchspace": "{{ params.searchspace }}",
-            "num_trials": "{{ params.num_trials }}",
-            "optimizer": "{{ params.optimizer }}",
-            "direction": "max",
-            "optimization_key": "accuracy",
-            "es_policy": "median",
-            "es_min": 3,
-            "seed": 7,
-        },
+        config=CONFIG,
         num_workers="{{ params.workers }}",
     )
-
-    @task
-    def report(summary: dict) -> dict:
-        """What a downstream step does with the result: here, log the winner."""
-        best = summary["best"]
-        print(
-            f"best of {summary['num_trials']} trials: {best['params']} "
-            f"-> accuracy {best['metric']:.4f}"
-        )
-        return best["params"]
-
-    report(search.output)
+    task(report_best, task_id="report")(search.output)

@@ -40,10 +40,16 @@ class ResultStore:
 
     def read_journal(self) -> list[dict[str, Any]]:
         """Every complete record of an existing journal (a torn last line is dropped)."""
-        if not self.journal_path.exists():
+        return self.read_journal_at(self.root)
+
+    @staticmethod
+    def read_journal_at(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
+        """Like :meth:`read_journal`, for any experiment folder (read only)."""
+        path = Path(folder) / JOURNAL
+        if not path.exists():
             return []
         records = []
-        with self.journal_path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8") as fh:
             for line in fh:
                 if not line.endswith("\n"):
                     break  # the writer died mid-line; everything before it stands

@@ -274,6 +274,7 @@ def run_experiment(
             job = _Job(sc, f"maggy-{exp_id}", spec.workers, task)
             job.start()
             t0 = time.monotonic()
+            deadline: threading.Timer | None = None
             try:
                 coordinator.run(job_alive=job.alive)
             except KeyboardInterrupt:
@@ -286,8 +287,9 @@ def run_experiment(
             if coordinator.status == "finished":
                 job.finish(grace)
             else:
+                deadline = _exit_deadline(120.0)
                 with contextlib.suppress(Exception):
-                    coordinator.drain(max(5.0, 3 * spec.hb_interval))
+                    coordinator.drain(max(2.0, 2 * spec.hb_interval))
                 job.finish(2.0)
             result = coordinator.result()
             result["makespan"] = time.monotonic() - t0
@@ -295,6 +297,8 @@ def run_experiment(
             if job.error is not None and result["status"] == "failed":
                 result["reason"] += f"; Spark: {type(job.error).__name__}: {str(job.error)[:500]}"
         store.write_result(result)
+        if deadline is not None:
+            deadline.cancel()
         with contextlib.suppress(Exception):  # Redis may be what failed
             coordinator.publish_summary(result)
         store.append({"type": "ended", "status": result["status"], "reason": result["reason"]})
@@ -302,6 +306,21 @@ def run_experiment(
         channel.finish()
         channel.close()
     return result
+
+
+def _exit_deadline(seconds: float) -> threading.Timer:
+    """After a stop, make sure this process ends even if something hangs (a Spark
+    job that ignores its cancellation, a training function that never returns):
+    whoever stopped the experiment may have nobody left to kill us."""
+
+    def expire() -> None:
+        log.error("the experiment did not wind down within %.0f s of its stop: exiting", seconds)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 @contextmanager

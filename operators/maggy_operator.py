@@ -29,7 +29,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from maggy_airflow.operators.links import MaggyExperimentLink, experiment_id_for
+from maggy_airflow.operators.links import (
+    MaggyExperimentLink,
+    experiment_id_for,
+    experiment_url,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -182,6 +186,9 @@ class MaggyOperator(BaseOperator):
         from maggy_airflow.operators.hooks import redis_url_from_connection
 
         self._experiment_id = experiment_id
+        # The link works while the task runs (Airflow itself writes it at the end).
+        link = MaggyExperimentLink()
+        ti.xcom_push(key=link.xcom_key, value=experiment_url(experiment_id))
         self._redis_url = redis_url_from_connection(self.redis_conn_id) or os.environ.get(
             "MAGGY_REDIS_URL"
         )
@@ -200,7 +207,10 @@ class MaggyOperator(BaseOperator):
             self._submit_detached(hook, results_dir, experiment_id)
         failure: AirflowException | None = None
         try:
-            hook.submit(self._application())
+            # A session of its own: Airflow signals the task's whole process group
+            # when the task is killed, and a SIGTERM straight to spark-submit's JVM
+            # would end the driver before it wrote its result. on_kill stops it.
+            hook.submit(self._application(), start_new_session=True)
         except AirflowException as exc:
             failure = exc  # the experiment may still have ended with a result
         summary = self._read_summary(results_dir, experiment_id)
@@ -346,9 +356,12 @@ class MaggyOperator(BaseOperator):
     def on_kill(self) -> None:
         """Stop the experiment and the Spark application; leave nothing running.
 
-        First politely (a stop request through Redis, SIGTERM to the driver: the
-        trials that ended are kept and ``result.json`` is written), then by force
-        (the provider's kill of spark-submit, then any process left under it).
+        Airflow gives ``on_kill`` a few seconds (then SIGKILL), so it only asks:
+        a stop request through Redis and SIGTERM to the driver. The driver,
+        started in a session of its own, then stops the trials, cancels the Spark
+        job, writes ``result.json`` and exits; it exits on its own deadline even
+        if something hangs (``maggy_core.runner``). Should the driver be gone
+        already, spark-submit and whatever is left under it are killed.
         """
         hook = self._hook
         if self._experiment_id and self._redis_url:
@@ -367,17 +380,18 @@ class MaggyOperator(BaseOperator):
             tree = psutil.Process(proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             tree = []
-        for p in tree:  # the Python driver handles SIGTERM by stopping the experiment
+        drivers = []
+        for p in tree:
             with contextlib.suppress(psutil.Error):
-                if "python" in p.name() and "maggy_driver.py" in " ".join(p.cmdline()):
-                    p.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except Exception:
-            self.log.warning("spark-submit did not end in 30 s: killing it")
+                if "maggy_driver.py" in " ".join(p.cmdline()):
+                    p.send_signal(signal.SIGTERM)  # the driver stops the experiment
+                    drivers.append(p)
+        if drivers:
+            self.log.info("asked the Spark driver to stop the experiment %s", self._experiment_id)
+            return
+        self.log.warning("no maggy driver under spark-submit: killing what is there")
         if hook is not None:
             hook.on_kill()
-        _gone, alive = psutil.wait_procs(tree, timeout=5)
-        for p in alive:
+        for p in tree:
             with contextlib.suppress(psutil.Error):
                 p.kill()

@@ -27,13 +27,32 @@ _ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 def _result(experiment_id: str) -> dict[str, Any] | None:
+    """The experiment's ``result.json``; while it runs (or if its driver was
+    killed), what its journal says so far."""
     if not _ID.fullmatch(experiment_id) or experiment_id in (".", ".."):
         return None
-    path = Path(default_results_dir()) / experiment_id / "result.json"
+    folder = Path(default_results_dir()) / experiment_id
     try:
-        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        return json.loads((folder / "result.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
     except (OSError, ValueError):
+        pass
+    from maggy_core.results import ResultStore
+
+    if not (folder / "journal.jsonl").exists():
         return None
+    records = ResultStore.read_journal_at(folder)
+    spec = next((r["spec"] for r in records if r.get("type") == "experiment"), {})
+    trials = {r["trial_id"]: r["trial"] for r in records if r.get("type") == "trial_ended"}
+    ended = next((r for r in reversed(records) if r.get("type") == "ended"), None)
+    return {
+        "experiment_id": experiment_id,
+        "status": ended["status"] if ended else "running",
+        "reason": ended["reason"] if ended else "no result.json yet: trials ended so far",
+        "optimization_key": spec.get("optimization_key", "metric"),
+        "num_trials": len(trials),
+        "best": None,
+        "trials": list(trials.values()),
+    }
 
 
 def _page(title: str, body: str) -> str:
