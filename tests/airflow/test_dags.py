@@ -17,7 +17,7 @@ def test_dag_files_parse_without_heavy_imports():
     # A fresh interpreter, as the DAG processor is: what do the DAG files import?
     code = (
         "import sys, json\n"
-        "from airflow.models.dagbag import DagBag\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
         f"bag = DagBag({str(DAGS)!r})\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'pyspark', 'pandas', 'sklearn', 'redis',"
         " 'maggy_core.runner') if m in sys.modules]\n"
@@ -45,7 +45,7 @@ def airflow_db():
 
 
 def run_dag(dag_id: str, **run_conf):
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
