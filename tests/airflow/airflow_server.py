@@ -419,7 +419,7 @@ class AirflowServer:
         if alive:
             raise RuntimeError(
                 "processes of the test Airflow survived SIGKILL: "
-                + "; ".join(f"{p.pid} {_cmdline(p)[:200]}" for p in alive)
+                + "; ".join(f"{p.pid} {cmdline(p)[:200]}" for p in alive)
             )
 
     def __enter__(self) -> AirflowServer:
@@ -433,8 +433,9 @@ class AirflowServer:
         self.stop()
 
 
-def _cmdline(proc: psutil.Process) -> str:
+def cmdline(proc: psutil.Process) -> str:
+    """A process's command line, or "" when it is gone or hidden."""
     try:
         return " ".join(proc.cmdline())
     except psutil.Error:
-        return "?"
+        return ""

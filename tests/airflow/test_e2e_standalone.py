@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
-from airflow_server import AirflowServer, wait_for
+from airflow_server import AirflowServer, cmdline, wait_for
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.slow]
 
@@ -92,13 +91,6 @@ def delete_experiment_keys(redis_url: str, results_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def cmdline(proc: psutil.Process) -> str:
-    try:
-        return " ".join(proc.cmdline())
-    except psutil.Error:
-        return ""
 
 
 def spark_processes(server: AirflowServer, experiment_id: str) -> list[str]:
