@@ -221,20 +221,23 @@ class Coordinator:
                 t.error, t.traceback = d["error"], d["traceback"]
             if "optimizer" in rec:
                 state = rec["optimizer"]
-        if state is not None:
-            self.optimizer.load_state_dict(state)
         kept = requeued = 0
         for t in self.trials.values():
             if t.status.is_terminal:
                 kept += 1
                 self.counts[t.status.value] += 1
                 self._update_best(t)
-                if t.status is TrialStatus.FINISHED:
-                    self.rule.observe_finished(t.frozen())
+                self.rule.trial_ended(t.frozen())
             else:
                 t.status = TrialStatus.PENDING
                 self.queue.append(t.trial_id)
                 requeued += 1
+        if self.optimizer.journal_state:
+            if state is not None:
+                self.optimizer.load_state_dict(state)
+        else:
+            ordered = sorted(self.trials.values(), key=lambda t: t.trial_id)
+            self.optimizer.resume([t.frozen() for t in ordered])
         log.info(
             "resuming experiment %s: kept %d ended trials, running %d unfinished ones again",
             self.experiment_id,
@@ -349,7 +352,7 @@ class Coordinator:
         if trial.status is not TrialStatus.RUNNING:
             return
         trial.history.append((step, value))
-        if trial.stop_requested_at is None and self.rule.should_stop(trial.frozen()):
+        if self.rule.report(trial.trial_id, step, value) and trial.stop_requested_at is None:
             trial.stop_requested_at = time.time()
             self.channel.request_stop(trial.trial_id)
             if trial.worker is not None:
@@ -397,8 +400,7 @@ class Coordinator:
         """Record a terminal trial: counts, best, rule, optimiser, journal, progress."""
         self.counts[trial.status.value] += 1
         frozen = trial.frozen()
-        if trial.status is TrialStatus.FINISHED:
-            self.rule.observe_finished(frozen)
+        self.rule.trial_ended(frozen)
         self.optimizer.observe(frozen)
         self._update_best(trial)
         self.store.append(
@@ -406,11 +408,19 @@ class Coordinator:
                 "type": "trial_ended",
                 "trial_id": trial.trial_id,
                 "trial": trial.to_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                **self._optimizer_state(),
             }
         )
         self.store.close_trial_log(trial.trial_id)
         self._progress(trial)
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimiser's state for a journal record, when it journals its state
+        (see ``Optimizer.journal_state``); otherwise nothing: a resume rebuilds
+        it from the trials."""
+        if not self.optimizer.journal_state:
+            return {}
+        return {"optimizer": self.optimizer.state_dict()}
 
     def _update_best(self, trial: _Trial) -> None:
         if trial.metric is None or trial.status is TrialStatus.FAILED:
@@ -453,7 +463,7 @@ class Coordinator:
                     "budget": trial.budget,
                     "info": trial.info,
                     "worker": wid,
-                    "optimizer": self.optimizer.state_dict(),
+                    **self._optimizer_state(),
                 }
             )
             self.channel.assign(wid, self._assignment(trial))
@@ -514,6 +524,7 @@ class Coordinator:
                 trial.attempt,
             )
             trial.status = TrialStatus.PENDING
+            self.rule.trial_ended(trial.frozen())  # its live reports are void now
             self.queue.appendleft(trial.trial_id)
         else:
             trial.status = TrialStatus.FAILED

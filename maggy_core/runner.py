@@ -101,7 +101,11 @@ def _make_optimizer(spec: ExperimentSpec):
 
 def _make_rule(spec: ExperimentSpec):
     return get_stopping_rule(
-        spec.es_policy, direction=spec.direction, min_trials=spec.es_min, interval=spec.es_interval
+        spec.es_policy,
+        direction=spec.direction,
+        min_trials=spec.es_min,
+        interval=spec.es_interval,
+        options=spec.es_options,
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from maggy_core.exceptions import SpecError
 from maggy_core.optimizers import resolve_optimizer
 from maggy_core.searchspace import Searchspace
-from maggy_core.stopping import available_stopping_rules
+from maggy_core.stopping import available_stopping_rules, get_stopping_rule
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _OPTIMIZER_KEYS = ("name", "options")
@@ -137,8 +137,10 @@ class ExperimentSpec:
         num_trials: How many trials to run (>= 1).
         direction: ``"max"`` or ``"min"``.
         optimization_key: The name of the metric to optimise.
-        es_policy: Early-stopping rule name (``"median"``, ``"none"``); ``None`` or
-            ``False`` mean ``"none"``.
+        es_policy: Early-stopping rule name (``"median"``, ``"percentile"``,
+            ``"none"``); ``None`` or ``False`` mean ``"none"``. Also read as
+            ``{name: ..., options: {...}}``, which fills ``es_options``.
+        es_options: Options of the rule, e.g. ``{percentile: 25}``.
         es_min: Finished trials needed before early stopping acts (>= 0).
         es_interval: Early stopping acts at steps that are multiples of it (>= 1).
         hb_interval: Seconds between worker heartbeats (> 0).
@@ -161,6 +163,7 @@ class ExperimentSpec:
     direction: str = "max"
     optimization_key: str = "metric"
     es_policy: str = "median"
+    es_options: dict[str, Any] = field(default_factory=dict)
     es_min: int = 5
     es_interval: int = 1
     hb_interval: float = 1.0
@@ -282,9 +285,28 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
 
     policy = values["es_policy"]
     policy = "none" if policy is None or policy is False else policy
+    es_options = values["es_options"]
+    if isinstance(policy, Mapping):
+        unknown = [str(k) for k in policy if k not in _OPTIMIZER_KEYS]
+        if unknown or "name" not in policy:
+            problems.append(
+                ("es_policy", "as a mapping takes only the keys name (required) and options")
+            )
+        es_options = {**(es_options or {}), **(policy.get("options") or {})}
+        policy = policy.get("name")
     rules = available_stopping_rules()
+    if not isinstance(es_options, Mapping):
+        problems.append(("es_options", f"must be a mapping of option -> value, got {es_options!r}"))
+        es_options = {}
+    out["es_options"] = dict(es_options)
     if isinstance(policy, str) and policy.lower() in rules:
         out["es_policy"] = policy.lower()
+        try:
+            get_stopping_rule(
+                policy, direction="max", min_trials=0, interval=1, options=dict(es_options)
+            )
+        except SpecError as err:
+            problems += err.problems
     else:
         problems.append(("es_policy", f"must be one of {', '.join(rules)}, got {policy!r}"))
     _check_int(problems, "es_min", values["es_min"], 0)

@@ -70,5 +70,23 @@ fi
 say "installing the pinned stack into $VENV (first time: a few minutes)"
 start=$SECONDS
 "${UV[@]}" pip install --quiet -p "$VENV/bin/python" -c constraints.txt -e '.[all]'
+
+# --- optional: PyTorch for the gp optimizer (Optuna's GPSampler) --------------------
+# Only a CPU build of torch found in a local wheel folder is installed (MAGGY_TORCH_WHEELS,
+# else pip's configured find-links): the default torch from PyPI pulls gigabytes of CUDA
+# libraries. Without it everything else works; `gp` says what to install, and its tests skip.
+wheels="${MAGGY_TORCH_WHEELS:-${PIP_FIND_LINKS:-$( (pip3 config get global.find-links || true) 2>/dev/null)}}"
+torch_wheel=""
+for dir in $wheels; do
+  dir="${dir#file://}"
+  found="$(ls "$dir"/torch-*+cpu-cp311-*.whl 2>/dev/null | sort | tail -n1 || true)"
+  [[ -n "$found" ]] && torch_wheel="$found"
+done
+if [[ -n "$torch_wheel" ]]; then
+  "${UV[@]}" pip install --quiet -p "$VENV/bin/python" -c constraints.txt "$torch_wheel"
+  say "installed $(basename "$torch_wheel") for the gp optimizer"
+else
+  say "no local CPU PyTorch wheel found: the gp optimizer is not installed (pip install 'maggy-airflow[gp]')"
+fi
 echo "$want" >"$STAMP"
 say "installed in $((SECONDS - start)) s"

@@ -9,7 +9,7 @@ snapshots and never reach into the coordinator.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -68,6 +68,14 @@ class Optimizer(ABC):
         - :meth:`state_dict` is JSON-able and enough to continue the same search
           after :meth:`load_state_dict` on a fresh instance built with the same
           arguments.
+        - Resume after a crash: when ``journal_state`` is true (the default), the
+          coordinator writes :meth:`state_dict` into the journal on every
+          transition and a resumed run calls :meth:`load_state_dict` with the last
+          one. That suits a state of constant size (random, grid search). An
+          optimiser whose state grows with the trials (ASHA's rungs, a model's
+          observations) sets ``journal_state = False`` and implements
+          :meth:`resume`, which rebuilds it from the trials in the journal, so
+          each transition costs O(1) instead of O(trials).
 
     Subclasses set ``name`` (lower case, used in specs) and ``option_names`` (the
     keyword options their constructor takes).
@@ -85,6 +93,7 @@ class Optimizer(ABC):
 
     name: ClassVar[str]
     option_names: ClassVar[tuple[str, ...]] = ()
+    journal_state: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -156,3 +165,19 @@ class Optimizer(ABC):
         """
         if not isinstance(state, Mapping) or state.get("optimizer") != self.name:
             raise SpecError.one("optimizer_state", f"is not the state of a {self.name} optimiser")
+
+    def resume(self, trials: Sequence[FrozenTrial]) -> None:
+        """Rebuild the search from an earlier run's trials (``journal_state = False``).
+
+        Called once on a fresh instance, before any other call, with every trial
+        the earlier run suggested, in the order it suggested them (trial ids
+        ascending). Terminal trials carry their status, metric and history;
+        trials that had not ended have status PENDING: the coordinator runs them
+        again with the same params, budget and info, and :meth:`observe` is
+        called for them later, as for any trial. Afterwards the optimiser must
+        behave as if it had made those suggestions and seen those results.
+
+        Raises:
+            NotImplementedError: If the optimiser journals its state instead.
+        """
+        raise NotImplementedError(f"{type(self).__name__} resumes from its journaled state")

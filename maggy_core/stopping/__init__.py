@@ -1,16 +1,20 @@
 """Early-stopping rules behind one small interface (:class:`StoppingRule`), and
-their registry, named by the spec's ``es_policy``."""
+their registry, named by the spec's ``es_policy`` (options in ``es_options``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from maggy_core.exceptions import SpecError
 from maggy_core.stopping._base import StoppingRule
 from maggy_core.stopping._median import MedianRule
 from maggy_core.stopping._none import NoStopping
+from maggy_core.stopping._percentile import PercentileRule
 
 __all__ = [
     "MedianRule",
     "NoStopping",
+    "PercentileRule",
     "StoppingRule",
     "available_stopping_rules",
     "get_stopping_rule",
@@ -43,8 +47,15 @@ def available_stopping_rules() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_stopping_rule(name: str, *, direction: str, min_trials: int, interval: int) -> StoppingRule:
-    """Build the rule registered as ``name`` (case-insensitive).
+def get_stopping_rule(
+    name: str,
+    *,
+    direction: str,
+    min_trials: int,
+    interval: int,
+    options: dict[str, Any] | None = None,
+) -> StoppingRule:
+    """Build the rule registered as ``name`` (case-insensitive) with ``options``.
 
     Raises:
         SpecError: Under ``es_policy`` if no rule has that name, or naming an
@@ -54,8 +65,9 @@ def get_stopping_rule(name: str, *, direction: str, min_trials: int, interval: i
     if cls is None:
         allowed = ", ".join(available_stopping_rules())
         raise SpecError.one("es_policy", f"unknown rule {name!r}; allowed: {allowed}")
-    return cls(direction=direction, min_trials=min_trials, interval=interval)
+    return cls(direction=direction, min_trials=min_trials, interval=interval, **(options or {}))
 
 
 register_stopping_rule(MedianRule)
 register_stopping_rule(NoStopping)
+register_stopping_rule(PercentileRule)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from maggy_core.stopping._base import StoppingRule
-from maggy_core.trial import FrozenTrial
 
 
 class NoStopping(StoppingRule):
@@ -11,5 +10,8 @@ class NoStopping(StoppingRule):
 
     name = "none"
 
-    def should_stop(self, trial: FrozenTrial) -> bool:
+    def report(self, trial_id: str, step: int, value: float) -> bool:
+        return False  # keeps nothing: no per-report cost at all
+
+    def decide(self, step: int, best: float, average: float) -> bool:
         return False

@@ -1,0 +1,246 @@
+"""Asynchronous successive halving (ASHA), and Hyperband-style brackets on top of it.
+
+ASHA (Li et al., 2020) runs configurations at a small budget and promotes the best
+``1/reduction_factor`` of each rung to the next, larger budget as soon as the
+rung holds enough results, without waiting for the rung to fill: no worker ever
+waits for a barrier. Budgets: ``resource_min * reduction_factor**k`` for rungs
+``k = 0, 1, ...`` up to ``resource_max``. The budget reaches the training
+function as ``budget`` (and as ``hparams["budget"]``); a promoted configuration
+runs again from scratch at the larger budget (the training function may resume
+from a checkpoint of its own).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from maggy_core.exceptions import SpecError
+from maggy_core.optimizers._base import DONE, Decision, Optimizer, Suggestion
+from maggy_core.searchspace import Searchspace
+from maggy_core.trial import FrozenTrial, TrialStatus
+
+_DEFAULTS = {"resource_min": 1, "resource_max": 27, "reduction_factor": 3}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class ASHA(Optimizer):
+    """Asynchronous successive halving (``optimizer: asha``).
+
+    ``num_trials`` counts every trial, promotions included. Whenever a worker is
+    free, the optimiser promotes, from the highest rung down, a configuration in
+    the top ``1/reduction_factor`` of its rung that was not promoted yet;
+    when there is none, it starts a new random configuration at the lowest
+    budget. It never answers WAIT. Rungs rank by the final metric, larger is
+    better for ``direction: max`` and smaller for ``min``; failed trials are not
+    ranked, early-stopped ones rank by their last value.
+
+    With ``brackets: B > 1`` (``optimizer: hyperband`` sets B to the number of
+    rungs), new configurations go round-robin to B brackets; bracket ``b``
+    starts its configurations at rung ``b``, so some run long from the start:
+    Hyperband's hedge against a small budget that ranks badly.
+
+    The state grows with the trials (the rungs), so it is not journaled on each
+    transition (``journal_state = False``): a resumed run rebuilds the rungs from
+    the trials' ``info`` (bracket, rung, configuration) and metrics.
+
+    Options:
+        resource_min: Budget of the lowest rung (> 0, default 1).
+        resource_max: Largest budget (> resource_min, default 27).
+        reduction_factor: Keep the top 1/reduction_factor of a rung (> 1, default 3).
+        brackets: Number of Hyperband brackets (1 .. number of rungs, default 1).
+    """
+
+    name = "asha"
+    option_names = ("resource_min", "resource_max", "reduction_factor", "brackets")
+    journal_state = False
+
+    def __init__(
+        self,
+        searchspace: Searchspace,
+        *,
+        num_trials: int,
+        direction: str,
+        seed: int | None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            searchspace, num_trials=num_trials, direction=direction, seed=seed, **options
+        )
+        opts = {**_DEFAULTS, **options}
+        self.budgets = _budgets(opts["resource_min"], opts["resource_max"], opts["reduction_factor"])
+        self.eta = float(opts["reduction_factor"])
+        self.brackets = int(opts.get("brackets", self._default_brackets()))
+        self.sign = 1.0 if direction == "max" else -1.0
+        self._seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+        self._reset()
+
+    def _default_brackets(self) -> int:
+        return 1
+
+    def _reset(self) -> None:
+        self.count = 0
+        self.configs: list[dict[str, Any]] = []
+        # Per bracket and rung: config -> signed metric of its ended trial there.
+        self.results = [[{} for _ in self.budgets] for _ in range(self.brackets)]
+        # Per bracket and rung: configs promoted out of that rung.
+        self.promoted: list[list[set[int]]] = [
+            [set() for _ in self.budgets] for _ in range(self.brackets)
+        ]
+        self.history: list[list[Any]] = []  # [bracket, rung, config, signed metric|None, ended]
+
+    @classmethod
+    def check(cls, searchspace: Searchspace, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems = super().check(searchspace, options)
+        if "budget" in searchspace:
+            problems.append(
+                ("searchspace.budget", f"{cls.name} gives the training function 'budget'; rename it")
+            )
+        opts = {**_DEFAULTS, **options}
+        low, high, eta = opts["resource_min"], opts["resource_max"], opts["reduction_factor"]
+        if not _is_number(low) or low <= 0:
+            problems.append(("optimizer.options.resource_min", f"must be a number > 0, got {low!r}"))
+        if not _is_number(high) or (_is_number(low) and high <= low):
+            problems.append(
+                ("optimizer.options.resource_max", f"must be a number > resource_min, got {high!r}")
+            )
+        if not _is_number(eta) or eta <= 1:
+            problems.append(
+                ("optimizer.options.reduction_factor", f"must be a number > 1, got {eta!r}")
+            )
+        if "brackets" in options and not problems:
+            rungs = len(_budgets(low, high, eta))
+            b = options["brackets"]
+            if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= rungs:
+                problems.append(
+                    (
+                        "optimizer.options.brackets",
+                        f"must be an integer from 1 to the number of rungs ({rungs}), got {b!r}",
+                    )
+                )
+        return problems
+
+    # ------------------------------------------------------------ suggest / observe
+
+    def suggest(self) -> Suggestion | Decision:
+        if self.count >= self.num_trials:
+            return DONE
+        self.count += 1
+        promotion = self._promotion()
+        if promotion is not None:
+            bracket, rung, config = promotion
+            self.promoted[bracket][rung - 1].add(config)
+        else:
+            config = len(self.configs)
+            bracket = config % self.brackets
+            rung = bracket
+            rng = random.Random(f"{self._seed}/asha/{config}")
+            self.configs.append(self.searchspace.sample(rng))
+        self.history.append([bracket, rung, config, None, False])
+        info = {"bracket": bracket, "rung": rung, "config": config}
+        return Suggestion(dict(self.configs[config]), budget=self.budgets[rung], info=info)
+
+    def _promotion(self) -> tuple[int, int, int] | None:
+        """The (bracket, next rung, config) to promote, highest rung first."""
+        top = len(self.budgets) - 1
+        for rung in range(top - 1, -1, -1):
+            for bracket in range(min(rung + 1, self.brackets)):
+                done = self.results[bracket][rung]
+                keep = int(len(done) / self.eta)
+                if keep == 0:
+                    continue
+                ranked = sorted(done, key=lambda c: (-done[c], c))[:keep]
+                for config in ranked:
+                    if config not in self.promoted[bracket][rung]:
+                        return bracket, rung + 1, config
+        return None
+
+    def observe(self, trial: FrozenTrial) -> None:
+        info = trial.info
+        try:
+            bracket, rung, config = int(info["bracket"]), int(info["rung"]), int(info["config"])
+        except (KeyError, TypeError, ValueError):
+            return  # not one of ours (a trial run again after a resume is)
+        signed = None
+        if trial.status is not TrialStatus.FAILED and trial.metric is not None:
+            signed = self.sign * trial.metric
+            self.results[bracket][rung][config] = signed
+        for record in reversed(self.history):
+            if record[:3] == [bracket, rung, config] and not record[4]:
+                record[3], record[4] = signed, True
+                break
+
+    # ------------------------------------------------------------ resume and state
+
+    def resume(self, trials: Sequence[FrozenTrial]) -> None:
+        self._reset()
+        for trial in trials:
+            self.count += 1
+            info = trial.info
+            if not {"bracket", "rung", "config"} <= info.keys():
+                continue
+            bracket, rung, config = int(info["bracket"]), int(info["rung"]), int(info["config"])
+            while len(self.configs) <= config:
+                self.configs.append({})
+            self.configs[config] = dict(trial.params)
+            if rung > bracket:
+                self.promoted[bracket][rung - 1].add(config)
+            self.history.append([bracket, rung, config, None, False])
+            if trial.status.is_terminal:
+                self.observe(trial)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.name,
+            "seed": self._seed,
+            "count": self.count,
+            "configs": self.configs,
+            "trials": self.history,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        try:
+            self._seed = int(state["seed"])
+            configs = [dict(c) for c in state["configs"]]
+            trials = []
+            for bracket, rung, config, signed, ended in state["trials"]:
+                metric = None if signed is None else self.sign * float(signed)
+                if not ended:
+                    status = TrialStatus.PENDING
+                else:
+                    status = TrialStatus.FAILED if metric is None else TrialStatus.FINISHED
+                info = {"bracket": bracket, "rung": rung, "config": config}
+                trials.append(FrozenTrial("", configs[config], status, metric, info=info))
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise SpecError.one("optimizer_state", f"is malformed: {err!r}") from None
+        self.resume(trials)
+        self.configs = configs  # keeps configs whose trials were never suggested again
+        self.count = int(state["count"])
+
+
+class Hyperband(ASHA):
+    """ASHA with Hyperband's brackets (``optimizer: hyperband``): as many brackets
+    as rungs unless ``brackets`` says otherwise."""
+
+    name = "hyperband"
+
+    def _default_brackets(self) -> int:
+        return len(self.budgets)
+
+
+def _budgets(low: float, high: float, eta: float) -> list[float]:
+    """``low * eta**k`` for every k with a budget <= high (a little float slack);
+    integers stay integers, so ``budget`` can be a number of epochs."""
+    rungs = int(math.floor(math.log(high / low) / math.log(eta) + 1e-9)) + 1
+    out: list[float] = []
+    for k in range(rungs):
+        value = low * eta**k
+        out.append(int(round(value)) if abs(value - round(value)) < 1e-9 else value)
+    return out
