@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from maggy_core.exceptions import SpecError
+from maggy_core.optimizers._asha import ASHA, Hyperband
 from maggy_core.optimizers._base import DONE, WAIT, Decision, Optimizer, Suggestion
 from maggy_core.optimizers._grid import GridSearch
 from maggy_core.optimizers._random import RandomSearch
@@ -21,10 +22,12 @@ if TYPE_CHECKING:  # spec imports this package; at run time the spec is duck-typ
     from maggy_core.spec import OptimizerSpec
 
 __all__ = [
+    "ASHA",
     "DONE",
     "WAIT",
     "Decision",
     "GridSearch",
+    "Hyperband",
     "Optimizer",
     "RandomSearch",
     "Suggestion",
@@ -119,3 +122,5 @@ def get_optimizer(
 
 register_optimizer(RandomSearch)
 register_optimizer(GridSearch)
+register_optimizer(ASHA)
+register_optimizer(Hyperband)
