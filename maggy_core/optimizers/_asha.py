@@ -74,7 +74,9 @@ class ASHA(Optimizer):
             searchspace, num_trials=num_trials, direction=direction, seed=seed, **options
         )
         opts = {**_DEFAULTS, **options}
-        self.budgets = _budgets(opts["resource_min"], opts["resource_max"], opts["reduction_factor"])
+        self.budgets = _budgets(
+            opts["resource_min"], opts["resource_max"], opts["reduction_factor"]
+        )
         self.eta = float(opts["reduction_factor"])
         self.brackets = int(opts.get("brackets", self._default_brackets()))
         self.sign = 1.0 if direction == "max" else -1.0
@@ -88,7 +90,9 @@ class ASHA(Optimizer):
         self.count = 0
         self.configs: list[dict[str, Any]] = []
         # Per bracket and rung: config -> signed metric of its ended trial there.
-        self.results = [[{} for _ in self.budgets] for _ in range(self.brackets)]
+        self.results: list[list[dict[int, float]]] = [
+            [{} for _ in self.budgets] for _ in range(self.brackets)
+        ]
         # Per bracket and rung: configs promoted out of that rung.
         self.promoted: list[list[set[int]]] = [
             [set() for _ in self.budgets] for _ in range(self.brackets)
@@ -100,12 +104,17 @@ class ASHA(Optimizer):
         problems = super().check(searchspace, options)
         if "budget" in searchspace:
             problems.append(
-                ("searchspace.budget", f"{cls.name} gives the training function 'budget'; rename it")
+                (
+                    "searchspace.budget",
+                    f"{cls.name} gives the training function 'budget'; rename it",
+                )
             )
         opts = {**_DEFAULTS, **options}
         low, high, eta = opts["resource_min"], opts["resource_max"], opts["reduction_factor"]
         if not _is_number(low) or low <= 0:
-            problems.append(("optimizer.options.resource_min", f"must be a number > 0, got {low!r}"))
+            problems.append(
+                ("optimizer.options.resource_min", f"must be a number > 0, got {low!r}")
+            )
         if not _is_number(high) or (_is_number(low) and high <= low):
             problems.append(
                 ("optimizer.options.resource_max", f"must be a number > resource_min, got {high!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 from maggy_core.stopping._base import StoppingRule
@@ -40,7 +39,7 @@ class PercentileRule(StoppingRule):
     def check(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
         problems = super().check(options)
         p = options.get("percentile", 50.0)
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 < p < 100:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 100:
             problems.append(
                 ("es_options.percentile", f"must be a number with 0 < percentile < 100, got {p!r}")
             )

@@ -68,7 +68,9 @@ def test_registry() -> None:
     assert isinstance(
         get_stopping_rule("NONE", direction="max", min_trials=0, interval=1), NoStopping
     )
-    with pytest.raises(SpecError, match="es_policy: unknown rule 'asha'; allowed: median, none, percentile"):
+    with pytest.raises(
+        SpecError, match="es_policy: unknown rule 'asha'; allowed: median, none, percentile"
+    ):
         get_stopping_rule("asha", direction="max", min_trials=0, interval=1)
 
 

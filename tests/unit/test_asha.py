@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import pytest
+
+from maggy_core.exceptions import SpecError
+from maggy_core.optimizers import ASHA, DONE, Hyperband, Suggestion, get_optimizer
+from maggy_core.searchspace import Searchspace
+from maggy_core.trial import FrozenTrial, TrialStatus
+
+SPACE = Searchspace(x=("DOUBLE", [0.0, 1.0]))
+OPTIONS = {"resource_min": 1, "resource_max": 9, "reduction_factor": 3}
+
+
+def asha(direction: str = "max", num_trials: int = 100, **options: object) -> ASHA:
+    opt = get_optimizer(
+        "asha",
+        SPACE,
+        num_trials=num_trials,
+        direction=direction,
+        seed=3,
+        options={**OPTIONS, **options},
+    )
+    assert isinstance(opt, ASHA)
+    return opt
+
+
+def end(opt: ASHA, s: Suggestion, metric: float | None, status=TrialStatus.FINISHED) -> None:
+    opt.observe(FrozenTrial("t", s.params, status, metric, (), s.budget, s.info))
+
+
+def take(opt: ASHA) -> Suggestion:
+    s = opt.suggest()
+    assert isinstance(s, Suggestion)
+    return s
+
+
+def test_rungs_and_budgets() -> None:
+    assert asha().budgets == [1, 3, 9]
+    assert asha(resource_min=0.5, resource_max=4.0, reduction_factor=2).budgets == [0.5, 1, 2, 4]
+    # 10 is not a power of 3 times 1: the top rung is the largest below it.
+    assert asha(resource_max=10).budgets == [1, 3, 9]
+
+
+@pytest.mark.parametrize("direction", ["max", "min"])
+def test_promotes_the_best_third_as_soon_as_the_rung_allows(direction: str) -> None:
+    opt = asha(direction)
+    first = [take(opt) for _ in range(3)]
+    assert [s.budget for s in first] == [1, 1, 1]
+    assert all(s.info["rung"] == 0 for s in first)
+    values = {0: 0.2, 1: 0.9, 2: 0.5}
+    for i, s in enumerate(first):
+        end(opt, s, values[i])
+    best = 1 if direction == "max" else 0  # 0.9 is best for max, 0.2 for min
+    promoted = take(opt)
+    assert promoted.budget == 3 and promoted.info["rung"] == 1
+    assert promoted.params == first[best].params
+    assert promoted.info["config"] == first[best].info["config"]
+    # Only one of three may go up: the next is a new configuration at rung 0.
+    nxt = take(opt)
+    assert nxt.info["rung"] == 0 and nxt.info["config"] == 3
+
+
+def test_a_running_promotion_does_not_block_and_higher_rungs_go_first() -> None:
+    opt = asha()
+    rung0 = [take(opt) for _ in range(9)]
+    for i, s in enumerate(rung0):
+        end(opt, s, i / 10)  # configs 8, 7, 6 are the best three
+    ups = [take(opt) for _ in range(3)]
+    assert [s.info["config"] for s in ups] == [8, 7, 6]
+    assert all(s.budget == 3 for s in ups)
+    for s, v in zip(ups, [0.3, 0.9, 0.1], strict=True):
+        end(opt, s, v)
+    top = take(opt)
+    assert (top.info["rung"], top.info["config"], top.budget) == (2, 7, 9)
+    # Nothing can go beyond the top rung.
+    end(opt, top, 1.0)
+    assert take(opt).info["rung"] == 0
+
+
+def test_failed_trials_are_not_ranked() -> None:
+    opt = asha()
+    runs = [take(opt) for _ in range(3)]
+    end(opt, runs[0], None, TrialStatus.FAILED)
+    end(opt, runs[1], 0.1)
+    end(opt, runs[2], 0.2)
+    # Two ranked results: floor(2/3) = 0 may go up.
+    assert take(opt).info["rung"] == 0
+
+
+def test_num_trials_counts_promotions_and_then_done() -> None:
+    opt = asha(num_trials=4)
+    runs = [take(opt) for _ in range(3)]
+    for i, s in enumerate(runs):
+        end(opt, s, float(i))
+    assert take(opt).info["rung"] == 1
+    assert opt.suggest() is DONE
+
+
+def test_hyperband_brackets_start_higher() -> None:
+    opt = get_optimizer("hyperband", SPACE, num_trials=30, direction="max", seed=1, options=OPTIONS)
+    assert isinstance(opt, Hyperband) and opt.brackets == 3
+    firsts = [take(opt) for _ in range(3)]
+    assert [(s.info["bracket"], s.info["rung"], s.budget) for s in firsts] == [
+        (0, 0, 1),
+        (1, 1, 3),
+        (2, 2, 9),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"resource_min": 0}, "optimizer.options.resource_min"),
+        ({"resource_max": 1}, "optimizer.options.resource_max"),
+        ({"reduction_factor": 1}, "optimizer.options.reduction_factor"),
+        ({"reduction_factor": "3"}, "optimizer.options.reduction_factor"),
+        ({"brackets": 4}, "optimizer.options.brackets"),
+        ({"eta": 3}, "optimizer.options.eta"),
+    ],
+)
+def test_bad_options_name_the_field(options: dict[str, object], field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        asha(**options)
+    assert field in [f for f, _ in err.value.problems]
+
+
+def test_a_hyperparameter_called_budget_is_refused() -> None:
+    with pytest.raises(SpecError, match="searchspace.budget"):
+        get_optimizer(
+            "asha", Searchspace(budget=("INTEGER", [1, 3])), num_trials=3, direction="max", seed=1
+        )
