@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from maggy_core.reporter import Reporter
 
-__all__ = ["curve", "default_quality", "noop", "train"]
+__all__ = ["budgeted", "curve", "default_quality", "noop", "train"]
 
 
 def _curve_value(quality: float, step: int, steps: int) -> float:
@@ -113,4 +113,36 @@ def curve(
         time.sleep(step_seconds)
         value = _curve_value(float(quality), step, steps)
         reporter.broadcast(value, step=step)
+    return value
+
+
+def budgeted(
+    budget: float,
+    reporter: Reporter,
+    step_seconds: float = 0.01,
+    rate: float = 3.0,
+    **hparams: Any,
+) -> float:
+    """A learning curve trained for ``budget`` epochs (for ASHA and Hyperband).
+
+    Broadcasts ``quality * (1 - exp(-epoch / rate))`` for ``epoch = 1 .. budget``
+    (rounded up), ``step_seconds`` apart, where ``quality`` is
+    :func:`default_quality` of the other hyperparameters. A longer budget always
+    gives a higher value and the ranking of configurations is the same at every
+    budget, so successive halving must find the best one.
+
+    Returns:
+        The value at the last epoch.
+
+    Raises:
+        ValueError: ``budget`` is missing or not positive.
+    """
+    if budget is None or budget <= 0:
+        raise ValueError(f"budget must be a positive number of epochs, got {budget!r}")
+    level = default_quality(hparams)
+    value = 0.0
+    for epoch in range(1, math.ceil(budget) + 1):
+        time.sleep(step_seconds)
+        value = level * (1.0 - math.exp(-epoch / rate))
+        reporter.broadcast(value, step=epoch)
     return value
