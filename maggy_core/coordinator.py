@@ -707,8 +707,14 @@ SUMMARY_KEYS = (
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
-    """The small part of a result that an Airflow XCom carries."""
-    return {k: result.get(k) for k in SUMMARY_KEYS}
+    """The small part of a result that an Airflow XCom carries; for an ablation
+    study, also its table (one row per component)."""
+    summary = {k: result.get(k) for k in SUMMARY_KEYS}
+    if isinstance(result.get("ablation"), dict) and "components" in result["ablation"]:
+        from maggy_core.ablation.report import summary_table
+
+        summary["ablation"] = summary_table(result["ablation"])
+    return summary
 
 
 def _fmt(v: Any) -> str:

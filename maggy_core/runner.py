@@ -80,15 +80,56 @@ def prepare(spec: ExperimentSpec, train_fn: Callable[..., Any] | None = None) ->
                 "train_fn", "is required: 'module:function' (or pass a callable to lagom)"
             )
         train_fn = load_callable(spec.train_fn)
-    problems = check_signature(train_fn, spec.searchspace.names(), spec.train_kwargs)
-    if problems:
-        raise SpecError(problems)
+    if spec.ablation is not None:
+        from maggy_core.ablation.study import INJECTED, check_dataset_columns
+
+        fixed = [*spec.train_kwargs, *INJECTED]
+        problems = check_signature(train_fn, [], fixed)
+        problems += _check_generators(spec)
+        if problems:
+            raise SpecError(problems)
+        check_dataset_columns(spec.ablation)
+    else:
+        problems = check_signature(train_fn, spec.searchspace.names(), spec.train_kwargs)
+        if problems:
+            raise SpecError(problems)
     _make_optimizer(spec)
     _make_rule(spec)
     return train_fn
 
 
+def _check_generators(spec: ExperimentSpec) -> list[tuple[str, str]]:
+    """The study's ``module:function`` paths must import in the driver too."""
+    study = spec.ablation
+    if study is None:
+        return []
+    paths = {
+        "ablation.base_model": study.base_model,
+        "ablation.dataset_generator": study.dataset_generator,
+        **{f"ablation.custom_models.{k}": v for k, v in study.custom_models.items()},
+    }
+    problems = []
+    for where, path in paths.items():
+        if path is None:
+            continue
+        try:
+            load_callable(path)
+        except SpecError as err:
+            problems += [(where, message) for _, message in err.problems]
+    return problems
+
+
 def _make_optimizer(spec: ExperimentSpec):
+    if spec.ablation is not None and spec.ablator is not None:
+        from maggy_core.ablation.ablators import get_ablator
+
+        return get_ablator(
+            spec.ablator.name,
+            spec.ablation.plan(),
+            direction=spec.direction,
+            seed=spec.seed,
+            options=spec.ablator.options,
+        )
     return get_optimizer(
         spec.optimizer.name,
         spec.searchspace,
@@ -246,7 +287,7 @@ def run_experiment(
             exp_id,
             spec.num_trials,
             spec.workers,
-            spec.optimizer.name,
+            spec.optimizer.name if spec.ablator is None else f"ablator {spec.ablator.name}",
             store.root,
         )
         launch = Launch(
@@ -257,6 +298,7 @@ def run_experiment(
             spec.optimization_key,
             spec.train_fn if train_fn is None else None,
             spec.train_kwargs,
+            _launch_study(spec),
         ).to_json()
         task = (
             functools.partial(spark_task, launch)
@@ -300,6 +342,21 @@ def run_experiment(
             result["spark"] = {"master": sc.master, "app_id": sc.applicationId}
             if job.error is not None and result["status"] == "failed":
                 result["reason"] += f"; Spark: {type(job.error).__name__}: {str(job.error)[:500]}"
+        if spec.ablation is not None:
+            from maggy_core.ablation.report import finish_study
+
+            try:
+                result["ablation"] = finish_study(
+                    spec.ablation,
+                    result,
+                    name=spec.name,
+                    direction=spec.direction,
+                    results_root=root,
+                    experiment_dir=store.root,
+                )
+            except Exception as exc:  # the trials are kept whatever the analysis does
+                log.exception("the ablation analysis failed")
+                result["ablation"] = {"error": f"{type(exc).__name__}: {exc}"}
         store.write_result(result)
         if deadline is not None:
             deadline.cancel()
@@ -310,6 +367,17 @@ def run_experiment(
         channel.finish()
         channel.close()
     return result
+
+
+def _launch_study(spec: ExperimentSpec) -> dict[str, Any] | None:
+    """The study's block for the workers, with the table's path made absolute
+    (Spark workers do not run in the driver's directory)."""
+    if spec.ablation is None:
+        return None
+    block = spec.ablation.to_dict()
+    if block["dataset"] is not None:
+        block["dataset"] = str(Path(block["dataset"]).expanduser().resolve())
+    return block
 
 
 def _exit_deadline(seconds: float) -> threading.Timer:

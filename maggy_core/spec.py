@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maggy_core.ablation.study import AblationSpec, parse_ablator
 from maggy_core.exceptions import SpecError
 from maggy_core.optimizers import resolve_optimizer
 from maggy_core.searchspace import Searchspace
@@ -153,11 +154,16 @@ class ExperimentSpec:
         train_kwargs: Fixed keyword arguments given to ``train_fn`` in every
             trial (JSON values, e.g. the path of a dataset a pipeline wrote); a
             name may not also be a hyperparameter.
+        ablation: An ablation study instead of a search (see
+            :mod:`maggy_core.ablation.study`); then ``searchspace`` stays empty,
+            ``num_trials`` follows from the plan and ``es_policy`` is ``none``.
+        ablator: How the study plans its trials: ``"loco"`` (the default) or
+            ``{name: loco, repeats: 5}``; stored as an OptimizerSpec.
     """
 
     name: str = "experiment"
     train_fn: str | None = None
-    searchspace: Searchspace
+    searchspace: Searchspace = field(default_factory=Searchspace)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     num_trials: int = 10
     direction: str = "max"
@@ -174,6 +180,8 @@ class ExperimentSpec:
     experiment_id: str | None = None
     description: str = ""
     train_kwargs: dict[str, Any] = field(default_factory=dict)
+    ablation: AblationSpec | None = None
+    ablator: OptimizerSpec | None = None
 
     def __post_init__(self) -> None:
         values, problems = _validate({f.name: getattr(self, f.name) for f in _FIELDS})
@@ -205,6 +213,10 @@ class ExperimentSpec:
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 problems.append((str(key), f"unknown key; {hint}allowed: {', '.join(names)}"))
         known = {k: v for k, v in data.items() if k in names}
+        if known.get("ablation") is not None:
+            # A study's size follows from its plan, and every trial runs to its end.
+            known.setdefault("num_trials", None)
+            known.setdefault("es_policy", "none")
         if require_train_fn and known.get("train_fn") is None:
             problems.append(("train_fn", "is required: 'module:function'"))
         values, more = _validate({**_defaults(), **known})
@@ -217,6 +229,8 @@ class ExperimentSpec:
         out = {f.name: getattr(self, f.name) for f in _FIELDS}
         out["searchspace"] = self.searchspace.to_dict()
         out["optimizer"] = self.optimizer.to_dict()
+        out["ablation"] = None if self.ablation is None else self.ablation.to_dict()
+        out["ablator"] = None if self.ablator is None else self.ablator.to_dict()
         return out
 
     def replace(self, **changes: Any) -> ExperimentSpec:
@@ -254,7 +268,14 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
         problems.append(("train_fn", f"must be 'module:function', got {train_fn!r}"))
 
     space: Searchspace | None = None
-    if "searchspace" not in values:
+    _validate_ablation(values, out, problems)
+    if values.get("ablation") is not None:
+        if "searchspace" in values and _raw_space(values):
+            problems.append(
+                ("searchspace", "an ablation study takes no searchspace; search first, then ablate")
+            )
+        out["searchspace"] = Searchspace()
+    elif "searchspace" not in values:
         problems.append(("searchspace", "is required: name -> [TYPE, VALUES]"))
     else:
         try:
@@ -273,7 +294,8 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
     except SpecError as err:
         problems += err.problems
 
-    _check_int(problems, "num_trials", values["num_trials"], 1)
+    if values.get("ablation") is None:
+        _check_int(problems, "num_trials", values["num_trials"], 1)
     direction = values["direction"]
     if isinstance(direction, str) and direction.lower() in ("max", "min"):
         out["direction"] = direction.lower()
@@ -344,6 +366,62 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
                     (f"train_kwargs.{name}", "is also a hyperparameter; give it one place")
                 )
     return out, problems
+
+
+def _raw_space(values: Mapping[str, Any]) -> Any:
+    raw = values["searchspace"]
+    return raw.to_dict() if isinstance(raw, Searchspace) else raw
+
+
+def _validate_ablation(
+    values: Mapping[str, Any], out: dict[str, Any], problems: list[tuple[str, str]]
+) -> AblationSpec | None:
+    """Check ``ablation``, ``ablator``, and what a study implies for
+    ``num_trials`` and ``es_policy``; fill ``out``. Returns the study or None."""
+    from maggy_core.ablation.ablators import get_ablator
+
+    raw, ablator = values.get("ablation"), values.get("ablator")
+    if raw is None:
+        if ablator is not None:
+            problems.append(("ablator", "needs an ablation block: ablation: {features: ...}"))
+        return None
+    study: AblationSpec | None = None
+    try:
+        study = AblationSpec.parse(raw)
+        out["ablation"] = study
+    except SpecError as err:
+        problems += err.problems
+    try:
+        name, options = parse_ablator(ablator)
+        seed = values.get("seed")
+        plan = get_ablator(
+            name,
+            study.plan() if study is not None else [],
+            direction="max",
+            seed=seed if _is_int(seed) else 0,
+            options=options,
+        )
+        out["ablator"] = OptimizerSpec(name, options)
+        wanted = values.get("num_trials")
+        if study is None:
+            pass
+        elif wanted is None:
+            out["num_trials"] = plan.num_trials
+        elif wanted != plan.num_trials:
+            problems.append(
+                (
+                    "num_trials",
+                    f"the ablation plan has {plan.num_trials} trials; leave num_trials out",
+                )
+            )
+    except SpecError as err:
+        problems += err.problems
+    policy = values.get("es_policy")
+    if policy not in (None, False, "none"):
+        problems.append(
+            ("es_policy", "must be none for an ablation study: every trial runs to its end")
+        )
+    return study
 
 
 def load_spec(path: str | Path, *, require_train_fn: bool = True) -> ExperimentSpec:

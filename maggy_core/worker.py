@@ -218,6 +218,7 @@ class Launch:
     optimization_key: str
     train_fn: str | None = None
     train_kwargs: dict[str, Any] = field(default_factory=dict)
+    ablation: dict[str, Any] | None = None  # the study's block, for ablation trials
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -311,9 +312,10 @@ def _run_trial(
     kind = "final"
     outcome: dict[str, Any]
     try:
-        kwargs = build_kwargs(
-            fn, msg["params"], reporter, msg.get("budget"), trial, launch.train_kwargs
-        )
+        fixed = launch.train_kwargs
+        if launch.ablation is not None:
+            fixed = {**fixed, **_study(launch).injections(msg["params"].get("ablated"))}
+        kwargs = build_kwargs(fn, msg["params"], reporter, msg.get("budget"), trial, fixed)
         metric, metrics = interpret_return(fn(**kwargs), launch.optimization_key)
         status = "early_stopped" if reporter.stopped else "finished"
         outcome = {"status": status, "metric": metric, "metrics": metrics}
@@ -327,6 +329,20 @@ def _run_trial(
         kind, trial=trial, attempt=attempt, start=start, duration=duration, **outcome
     )
     return duration, encoded
+
+
+_STUDIES: dict[str, Any] = {}
+
+
+def _study(launch: Launch) -> Any:
+    """The worker's TrialContext of the experiment's study (keeps the table read)."""
+    from maggy_core.ablation.study import AblationSpec, TrialContext
+
+    context = _STUDIES.get(launch.experiment_id)
+    if context is None:
+        _STUDIES.clear()
+        context = _STUDIES[launch.experiment_id] = TrialContext(AblationSpec.parse(launch.ablation))
+    return context
 
 
 def spark_task(launch_json: str, partition: int, _rows: Iterator[Any]) -> Iterator[str]:

@@ -1,0 +1,118 @@
+"""The end of an ablation study: its analysis, table, chart and history.
+
+Called by the runner with the experiment's result, before ``result.json`` is
+written: the analysis goes into the result under ``ablation``, the table to
+``ablation.csv`` and the chart to ``ablation.svg`` in the results directory, and
+a finished run is appended to the study's history, which the next run of the
+same study compares itself with.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from maggy_core.ablation.analysis import (
+    AblationHistory,
+    Observation,
+    analyse,
+    compare_with_history,
+    write_chart_svg,
+    write_table_csv,
+)
+from maggy_core.ablation.study import AblationSpec
+
+log = logging.getLogger("maggy")
+
+HISTORY_DIR = "_ablation_history"
+#: The columns of a component that the XCom summary carries.
+SUMMARY_FIELDS = (
+    "rank",
+    "component",
+    "kind",
+    "n",
+    "metric_mean",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "changed",
+    "previous_delta",
+)
+
+
+def history_path(study: AblationSpec, name: str, results_root: Path) -> Path:
+    """Where the study's history lives: ``ablation.history``, else
+    ``<results_dir>/_ablation_history/<name>.jsonl``."""
+    if study.history:
+        return Path(study.history).expanduser().resolve()
+    return results_root / HISTORY_DIR / f"{name}.jsonl"
+
+
+def finish_study(
+    study: AblationSpec,
+    result: dict[str, Any],
+    *,
+    name: str,
+    direction: str,
+    results_root: Path,
+    experiment_dir: Path,
+) -> dict[str, Any]:
+    """Analyse the study's trials, compare with earlier runs, write the outputs.
+
+    Returns:
+        The analysis (also stored by the caller under ``result["ablation"]``).
+    """
+    observations = [
+        Observation(
+            ablated=t["params"].get("ablated"),
+            repeat=int(t["params"].get("repeat", 0)),
+            metric=t.get("metric"),
+            status=t["status"],
+            trial_id=t["trial_id"],
+        )
+        for t in result["trials"]
+    ]
+    analysis = analyse(
+        observations,
+        study.kinds(),
+        direction=direction,
+        confidence=study.confidence,
+        alpha=study.alpha,
+    )
+    history = AblationHistory(history_path(study, name, results_root))
+    analysis = compare_with_history(analysis, history.runs(), alpha=study.alpha)
+    analysis["history"] = str(history.path)
+    analysis["table"] = str(write_table_csv(analysis, experiment_dir / "ablation.csv"))
+    analysis["chart"] = str(
+        write_chart_svg(
+            analysis, experiment_dir / "ablation.svg", title=f"{name}: effect of each component"
+        )
+    )
+    if result["status"] == "finished":
+        history.append(result["experiment_id"], analysis, result["ended"])
+    for entry in analysis["components"]:
+        log.info(
+            "ablation %-24s %-12s delta %s  95%% CI [%s, %s]  p=%s%s%s",
+            entry["component"],
+            entry["kind"],
+            _g(entry["delta"]),
+            _g(entry["ci_low"]),
+            _g(entry["ci_high"]),
+            _g(entry["p_adjusted"]),
+            "  significant" if entry["significant"] else "",
+            f"  CHANGED (was {_g(entry['previous_delta'])})" if entry.get("changed") else "",
+        )
+    return analysis
+
+
+def summary_table(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+    """The analysis as a small table for an XCom: one row per component."""
+    return [{k: e.get(k) for k in SUMMARY_FIELDS} for e in analysis.get("components", [])]
+
+
+def _g(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"
