@@ -63,17 +63,40 @@ def run_dag(dag_id: str, **run_conf):
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.usefixtures("airflow_db")
-def test_nightly_dag_runs_end_to_end(redis_url):
+def test_nightly_ablation_runs_twice_and_flags_what_changed(redis_url):
+    # Night 1: the plain table. The worst_* group is one of many informative
+    # features, so leaving it out costs little.
     run, states, xcoms = run_dag("nightly_ablation")
     assert run.state == "success", states
     assert states == {"write_dataset": "success", "study": "success", "summarize": "success"}
-    summary = xcoms["study"]
-    assert summary["status"] == "finished" and summary["num_trials"] == 6
-    assert summary["experiment_id"].startswith("nightly_ablation.study.")
-    assert set(summary["best"]["params"]) == {"lr", "units", "dropout"}
-    assert 0.8 < summary["best"]["metric"] <= 1.0
-    assert Path(summary["results_dir"], "result.json").exists()
-    assert xcoms["summarize"]["accuracy"] == summary["best"]["metric"]
+    first = xcoms["study"]
+    assert first["status"] == "finished" and first["num_trials"] == (1 + 4) * 3
+    assert first["experiment_id"].startswith("nightly_ablation.study.")
+    rows = {r["component"]: r for r in first["ablation"]}
+    group = "worst_radius+worst_perimeter+worst_area"
+    assert set(rows) == {"mean_texture", group, "dense_2+dense_3", "scaling"}
+    assert {r["kind"] for r in rows.values()} == {"feature", "layer_group", "component"}
+    assert all(r["n"] == 3 and r["changed"] is False for r in rows.values())
+    result_dir = Path(first["results_dir"])
+    assert (result_dir / "ablation.csv").exists() and (result_dir / "ablation.svg").exists()
+    assert xcoms["summarize"]["changed"] == []
+
+    # Night 2: the data drifted: only the worst_* columns still carry the signal,
+    # so leaving them out now costs a lot, and the study says so.
+    run, states, xcoms = run_dag("nightly_ablation", signal_only=group.split("+"))
+    assert run.state == "success", states
+    second = xcoms["study"]
+    rows2 = {r["component"]: r for r in second["ablation"]}
+    assert rows2[group]["changed"] is True
+    assert rows2[group]["previous_delta"] == pytest.approx(rows[group]["delta"])
+    assert rows2[group]["delta"] > rows[group]["delta"] + 0.1
+    assert rows2[group]["ci_low"] > 0  # with 3 repeats its interval now excludes zero
+    assert second["ablation"][0]["component"] == group  # now the one that matters most
+    assert group in xcoms["summarize"]["changed"]
+    history = (
+        Path(first["results_dir"]).parent / "_ablation_history" / "nightly-breast-cancer.jsonl"
+    )
+    assert len(history.read_text().splitlines()) >= 2
 
 
 @pytest.mark.integration
