@@ -105,11 +105,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = _load(args.spec)
         if args.command == "validate":
             prepare(spec)
-            print(
-                f"{args.spec}: valid ({len(spec.searchspace)} parameters, "
-                f"{spec.num_trials} trials, "
-                f"optimizer {spec.optimizer.name})"
-            )
+            if spec.ablation is not None and spec.ablator is not None:
+                what = (
+                    f"{len(spec.ablation.plan())} components, {spec.num_trials} trials, "
+                    f"ablator {spec.ablator.name}"
+                )
+            else:
+                what = (
+                    f"{len(spec.searchspace)} parameters, {spec.num_trials} trials, "
+                    f"optimizer {spec.optimizer.name}"
+                )
+            print(f"{args.spec}: valid ({what})")
             return EXIT_OK
         changes: dict[str, Any] = {}
         if args.workers is not None:
@@ -177,7 +183,10 @@ def summary_table(result: dict[str, Any], limit: int = 20) -> str:
         f"{result['duration']:.1f} s",
     ]
     best = result["best"]
-    if best:
+    ablation = result.get("ablation")
+    if isinstance(ablation, dict) and ablation.get("components"):
+        lines += _ablation_lines(ablation, key)
+    elif best:
         lines.append(
             f"  best: {best['trial_id']} {key}={best['metric']:.6g} {json.dumps(best['params'])}"
         )
@@ -202,6 +211,37 @@ def summary_table(result: dict[str, Any], limit: int = 20) -> str:
     if len(ranked) > limit:
         lines.append(f"  ... {len(ranked) - limit} more in result.json")
     return "\n".join(lines)
+
+
+def _ablation_lines(ablation: dict[str, Any], key: str) -> list[str]:
+    """The study's table: each component's effect on the metric, most helpful first."""
+
+    def f(value: float | None, fmt: str = "+.4f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    base = ablation.get("base") or {}
+    conf = int(round(100 * float(ablation.get("confidence") or 0.95)))
+    lines = [
+        f"  base: {key}={f(base.get('metric_mean'), '.4f')} (mean of {base.get('n', 0)}); "
+        f"delta > 0: the component helps; {conf}% intervals; p Holm-adjusted",
+        "",
+        f"  {'#':>2} {'component':<40} {'kind':<12} {'delta':>8} {'interval':>19} "
+        f"{'p':>7}  notes",
+    ]
+    for e in ablation["components"]:
+        notes = []
+        if e.get("significant"):
+            notes.append("significant")
+        if e.get("changed"):
+            notes.append(f"CHANGED (was {f(e.get('previous_delta'))})")
+        interval = f"[{f(e.get('ci_low'))}, {f(e.get('ci_high'))}]"
+        lines.append(
+            f"  {e['rank']:>2} {e['component']:<40} {e['kind']:<12} {f(e.get('delta')):>8} "
+            f"{interval:>19} {f(e.get('p_adjusted'), '.3g'):>7}  {' '.join(notes)}".rstrip()
+        )
+    if ablation.get("table"):
+        lines.append(f"  table: {ablation['table']}  chart: {ablation.get('chart')}")
+    return lines
 
 
 if __name__ == "__main__":
