@@ -1,4 +1,5 @@
-"""maggy-airflow's engine: asynchronous hyperparameter search on Spark and Redis.
+"""maggy-airflow's engine: asynchronous hyperparameter search and ablation studies
+on Spark and Redis.
 
 Importing this package is cheap: pyspark, redis and TensorFlow are imported only
 where they are used.
@@ -11,6 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "AblationConfig",
+    "AblationStudy",
     "EarlyStopException",
     "ExperimentSpec",
     "HyperparameterOptConfig",
@@ -25,6 +28,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AblationConfig": "maggy_core.ablation.study",
+    "AblationStudy": "maggy_core.ablation.study",
     "EarlyStopException": "maggy_core.exceptions",
     "MaggyError": "maggy_core.exceptions",
     "SpecError": "maggy_core.exceptions",

@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 LABEL = "label"
 
 
+def load_table() -> Any:
+    """The breast-cancer table as a pandas DataFrame (a ``dataset_generator``)."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns={"target": LABEL})
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    return frame
+
+
 def write_dataset(
     path: str, *, noise: float = 0.0, seed: int = 0, signal_only: list[str] | None = None
 ) -> str:
