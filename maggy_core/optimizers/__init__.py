@@ -15,6 +15,7 @@ from maggy_core.exceptions import SpecError
 from maggy_core.optimizers._asha import ASHA, Hyperband
 from maggy_core.optimizers._base import DONE, WAIT, Decision, Optimizer, Suggestion
 from maggy_core.optimizers._grid import GridSearch
+from maggy_core.optimizers._optuna import CmaEsSearch, GPSearch, OptunaSearch, TPESearch
 from maggy_core.optimizers._random import RandomSearch
 from maggy_core.searchspace import Searchspace
 
@@ -25,12 +26,16 @@ __all__ = [
     "ASHA",
     "DONE",
     "WAIT",
+    "CmaEsSearch",
     "Decision",
+    "GPSearch",
     "GridSearch",
     "Hyperband",
     "Optimizer",
+    "OptunaSearch",
     "RandomSearch",
     "Suggestion",
+    "TPESearch",
     "available_optimizers",
     "get_optimizer",
     "register_optimizer",
@@ -122,5 +127,9 @@ def get_optimizer(
 
 register_optimizer(RandomSearch)
 register_optimizer(GridSearch)
+register_optimizer(TPESearch)
+register_optimizer(GPSearch)
+register_optimizer(CmaEsSearch)
+register_optimizer(OptunaSearch)
 register_optimizer(ASHA)
 register_optimizer(Hyperband)
