@@ -1,0 +1,172 @@
+"""Ablation studies on a real Redis and a real Spark ``local[2]``.
+
+A scikit-learn study on a table built so that one feature carries the label and
+two do not: the analysis must find the one that matters, and a second run of the
+same study on data where it stopped mattering must flag the change against the
+first run's history. A small Keras study shows the model path (layer surgery
+in the workers) works on Spark too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# ablation_fixtures lives in tests/, which pytest puts on sys.path for
+# tests/conftest.py; the Spark workers get it through addPyFile below.
+import ablation_fixtures
+import pytest
+
+from maggy_core.runner import run_experiment
+from maggy_core.spec import ExperimentSpec
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_spark")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ship_fixtures(local_spark: Any) -> Iterator[None]:
+    """The workers import the study's training function from ``ablation_fixtures``."""
+    local_spark.addPyFile(ablation_fixtures.__file__)
+    yield
+
+
+def signal_study(dataset: Path) -> ExperimentSpec:
+    return ExperimentSpec.from_dict(
+        {
+            "name": "signal-study",
+            "train_fn": "ablation_fixtures:fit_logistic",
+            "ablation": {
+                "dataset": str(dataset),
+                "label": ablation_fixtures.LABEL,
+                "features": list(ablation_fixtures.FEATURES),
+                "components": ["scaling"],
+            },
+            "ablator": {"name": "loco", "repeats": 5},
+            "direction": "max",
+            "optimization_key": "accuracy",
+            "workers": 2,
+            "seed": 3,
+            "hb_interval": 0.5,
+        }
+    )
+
+
+def by_component(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["component"]: entry for entry in result["ablation"]["components"]}
+
+
+def test_study_finds_the_feature_that_matters_and_notices_when_it_stops(
+    redis_url: str, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    spec = signal_study(ablation_fixtures.write_signal_table(tmp_path / "night1.parquet", seed=1))
+    assert spec.num_trials == (1 + 4) * 5
+
+    first = run_experiment(spec, redis_url=redis_url, results_dir=results)
+    assert first["status"] == "finished", first["reason"]
+    assert "error" not in first["ablation"], first["ablation"]
+    assert len(first["trials"]) == 25
+    assert {t["status"] for t in first["trials"]} == {"finished"}, [
+        t.get("error") for t in first["trials"]
+    ]
+    # Every (component, repeat) ran once, with the seed of its repeat.
+    seen = {(t["params"]["ablated"], t["params"]["repeat"]) for t in first["trials"]}
+    assert seen == {
+        (a, r) for a in (None, "signal", "noise_a", "noise_b", "scaling") for r in range(5)
+    }
+
+    analysis = first["ablation"]
+    assert analysis["base"]["n"] == 5 and analysis["base"]["metric_mean"] > 0.8
+    top = analysis["components"][0]
+    assert top["component"] == "signal" and top["kind"] == "feature"
+    assert top["n"] == 5
+    assert top["significant"] is True
+    assert top["delta"] > 0.2 and top["ci_low"] > 0
+    entries = by_component(first)
+    for useless in ("noise_a", "noise_b", "scaling"):
+        assert entries[useless]["significant"] is False, entries[useless]
+        assert abs(entries[useless]["delta"]) < 0.05, entries[useless]
+    assert all(e["changed"] is False and e["previous"] is None for e in entries.values())
+
+    experiment_dir = results / first["experiment_id"]
+    table = experiment_dir / "ablation.csv"
+    chart = experiment_dir / "ablation.svg"
+    assert table.is_file() and chart.is_file()
+    rows = table.read_text(encoding="utf-8").splitlines()
+    assert rows[0].startswith("rank,component,kind") and rows[1].split(",")[1] == "signal"
+    assert len(rows) == 1 + 4
+    assert chart.read_text(encoding="utf-8").lstrip().startswith(("<svg", "<?xml"))
+    history = results / "_ablation_history" / "signal-study.jsonl"
+    assert Path(analysis["history"]) == history
+    lines = history.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["experiment_id"] == first["experiment_id"]
+    stored = json.loads((experiment_dir / "result.json").read_text(encoding="utf-8"))
+    assert stored["ablation"]["components"][0]["component"] == "signal"
+
+    # The next night: the same study on data where signal says nothing any more.
+    spec = signal_study(
+        ablation_fixtures.write_signal_table(
+            tmp_path / "night2.parquet", seed=1, shuffle_signal=True
+        )
+    )
+    second = run_experiment(spec, redis_url=redis_url, results_dir=results)
+    assert second["status"] == "finished", second["reason"]
+    assert second["experiment_id"] != first["experiment_id"]
+    assert {t["status"] for t in second["trials"]} == {"finished"}
+    now = by_component(second)
+    assert now["signal"]["significant"] is False
+    assert now["signal"]["changed"] is True, now["signal"]
+    assert now["signal"]["previous"]["experiment_id"] == first["experiment_id"]
+    assert now["signal"]["previous"]["delta"] == pytest.approx(entries["signal"]["delta"])
+    assert now["signal"]["previous_delta"] == pytest.approx(entries["signal"]["delta"])
+    assert now["noise_a"]["changed"] is False, now["noise_a"]
+    assert now["noise_a"]["previous_delta"] == pytest.approx(entries["noise_a"]["delta"])
+    assert second["ablation"]["history_runs"] == 1
+    assert len(history.read_text(encoding="utf-8").splitlines()) == 2
+    assert (results / second["experiment_id"] / "ablation.csv").is_file()
+
+
+@pytest.mark.slow
+def test_keras_study_runs_on_spark(redis_url: str, tmp_path: Path) -> None:
+    from maggy_core.examples import tabular
+
+    data = tabular.write_dataset(str(tmp_path / "cancer.parquet"), seed=0)
+    spec = ExperimentSpec.from_dict(
+        {
+            "name": "keras-study",
+            "train_fn": "maggy_core.examples.tabular:ablation_train",
+            "ablation": {
+                "dataset": data,
+                "label": tabular.LABEL,
+                "features": ["mean_radius"],
+                "base_model": "maggy_core.examples.tabular:base_model",
+                "layer_groups": [["dense_2", "dense_3"]],
+            },
+            "ablator": {"name": "loco", "repeats": 1},
+            "train_kwargs": {"epochs": 2},
+            "optimization_key": "accuracy",
+            "workers": 2,
+            "seed": 1,
+        }
+    )
+    assert spec.num_trials == 3
+    result = run_experiment(spec, redis_url=redis_url, results_dir=tmp_path / "results")
+    assert result["status"] == "finished", result["reason"]
+    assert [t["status"] for t in result["trials"]] == ["finished"] * 3, [
+        t.get("error") for t in result["trials"]
+    ]
+    assert {t["params"]["ablated"] for t in result["trials"]} == {
+        None,
+        "mean_radius",
+        "dense_2+dense_3",
+    }
+    for t in result["trials"]:
+        assert 0.0 <= t["metric"] <= 1.0
+    assert {e["component"] for e in result["ablation"]["components"]} == {
+        "mean_radius",
+        "dense_2+dense_3",
+    }
+    assert all(e["n"] == 1 for e in result["ablation"]["components"])
