@@ -1,0 +1,213 @@
+"""Shared pieces of ``bench/optimizers.py`` and ``bench/ablation.py``.
+
+Importing this module sets the environment that Spark's Python workers inherit
+(:func:`setup_env`): the driver's Python for the workers, loopback for Spark, and
+the repository root on ``PYTHONPATH`` so that workers import ``bench._workloads``.
+Import it before any SparkContext starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def setup_env() -> None:
+    """Set what Spark and its Python workers need; idempotent."""
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(ROOT) not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *parts])
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+setup_env()
+
+
+def quiet_logs() -> None:
+    """Warnings only: the engine logs a line per trial at INFO."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for name in ("maggy", "py4j", "pyspark"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def header(title: str, mode: str, sizes: dict[str, Any]) -> None:
+    """First lines of a benchmark's output: what, when, on what."""
+    import pyspark
+
+    load = os.getloadavg()
+    print(f"{title}  {datetime.now().isoformat(timespec='seconds')}  ({mode}: {sizes})")
+    print(
+        f"python {sys.version.split()[0]}, pyspark {pyspark.__version__}, {os.cpu_count()} cores, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+
+
+def run_engine(spec_dict: dict[str, Any], tmp: Path, master: str | None) -> dict[str, Any]:
+    """One experiment through ``run_experiment`` in this process.
+
+    Adds ``_wall`` (seconds of the call) and ``_other_cores`` (cores other processes
+    used meanwhile, see :class:`OtherCpu`) to the result.
+    """
+    from maggy_core.runner import run_experiment
+    from maggy_core.spec import ExperimentSpec
+
+    spec = ExperimentSpec.from_dict(spec_dict)
+    meter = OtherCpu()
+    t0 = time.monotonic()
+    result = run_experiment(spec, master=master, results_dir=tmp / "results")
+    result["_wall"] = time.monotonic() - t0
+    result["_other_cores"] = meter.cores()
+    return result
+
+
+def trial_times(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Trials that have a start and a duration, sorted by start."""
+    ts = [
+        t for t in result["trials"] if t.get("start") is not None and t.get("duration") is not None
+    ]
+    return sorted(ts, key=lambda t: t["start"])
+
+
+def job_start(result: dict[str, Any]) -> float:
+    """Unix time the experiment's Spark job started (``makespan`` counts from it):
+    the result is stamped ``ended`` a few ms before ``makespan`` is taken."""
+    return float(result["ended"]) - float(result["makespan"])
+
+
+def idle_breakdown(
+    trials: Sequence[dict[str, Any]], start: float, makespan: float, workers: int
+) -> dict[str, float]:
+    """Where the idle worker-seconds of a run are, from its trials' ``worker``,
+    ``start`` (unix time) and ``duration``; ``start`` is the run's start.
+
+    ``head``: from the start to each worker's first trial (a worker that ran none
+    counts whole); ``between``: gaps between a worker's trials; ``tail``: from each
+    worker's last trial end to the end of the run. With ``busy``, they add up to
+    ``workers x makespan``.
+    """
+    per: dict[str, list[tuple[float, float]]] = {}
+    for t in trials:
+        if t.get("start") is None or t.get("duration") is None:
+            continue
+        per.setdefault(str(t.get("worker")), []).append((t["start"] - start, t["duration"]))
+    head = max(0, workers - len(per)) * makespan
+    between = tail = 0.0
+    for spans in per.values():
+        spans.sort()
+        head += max(0.0, spans[0][0])
+        for (s0, d0), (s1, _) in zip(spans, spans[1:], strict=False):
+            between += max(0.0, s1 - (s0 + d0))
+        tail += max(0.0, makespan - (spans[-1][0] + spans[-1][1]))
+    return {"head": head, "between": between, "tail": tail}
+
+
+class OtherCpu:
+    """Cores used by other processes from now to :meth:`cores`, roughly.
+
+    The machine's busy CPU time (``/proc/stat``) minus that of this process tree and
+    of the Redis server. A process of the tree that ends meanwhile is not subtracted,
+    so the figure errs on the high side.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.system0 = _system_busy()
+        self.mine0 = _tree_cpu()
+
+    def cores(self) -> float:
+        secs = time.monotonic() - self.t0
+        if secs <= 0:
+            return math.nan
+        system = _system_busy() - self.system0
+        mine1 = _tree_cpu()
+        mine = sum(cpu - self.mine0.get(key, 0.0) for key, cpu in mine1.items())
+        return max(0.0, system - mine) / secs
+
+
+def _system_busy() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return (
+        t.user
+        + t.system
+        + getattr(t, "nice", 0.0)
+        + getattr(t, "irq", 0.0)
+        + getattr(t, "softirq", 0.0)
+    )
+
+
+def _tree_cpu() -> dict[tuple[int, float], float]:
+    """CPU seconds of this process, its descendants and the Redis server."""
+    import psutil
+
+    procs = [psutil.Process()]
+    procs += procs[0].children(recursive=True)
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == "redis-server":
+            procs.append(p)
+    out: dict[tuple[int, float], float] = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[(p.pid, p.create_time())] = t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> None:
+    """Print a table: the first column left aligned, the others right aligned."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        return indent + "  ".join(
+            v.ljust(w) if i == 0 else v.rjust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        )
+
+    print(line(headers))
+    print(indent + "  ".join("-" * w for w in widths))
+    for row in cells:
+        print(line(row))
+
+
+def fmt(value: float | None, spec: str = ".2f", none: str = "-") -> str:
+    """``value`` formatted, or ``none`` for None / NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return none
+    return format(value, spec)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or None when either is missing or ``b`` is zero."""
+    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
+        return None
+    return a / b
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"figures written to {out}")
