@@ -11,6 +11,7 @@ reason that says what to install.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     import redis
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# py4j logs "Closing down clientserver connection" from __del__ at interpreter exit,
+# after pytest has closed the streams its handlers write to: a "Logging error" trace
+# under the test summary that is not a test's.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 MARKERS = {
     "integration": "needs real Redis and Spark",
     "slow": "takes more than a few seconds",

@@ -206,7 +206,9 @@ class AblationSpec:
                     )
                 )
 
-        layers = _str_list(list(self.layers), f"{where}.layers", problems) if self.layers else []
+        # _str_list takes one name as a one-name list and refuses anything else that is
+        # not a list of names (a tuple here, after parse()).
+        layers = _str_list(self.layers, f"{where}.layers", problems) if self.layers else []
         out += [Component(name, "layer", (name,)) for name in layers]
         if not isinstance(self.layer_groups, tuple):
             problems.append((f"{where}.layer_groups", "must be a list of lists or {prefix: ...}"))
@@ -246,7 +248,7 @@ class AblationSpec:
                 else:
                     out.append(Component(str(name), "custom_model", generator=path))
         switches = (
-            _str_list(list(self.components), f"{where}.components", problems)
+            _str_list(self.components, f"{where}.components", problems)
             if self.components
             else []
         )

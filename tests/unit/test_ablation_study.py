@@ -339,13 +339,6 @@ def test_ablation_block_must_be_a_mapping() -> None:
     assert problems[0][0] == "ablation" and "must be a mapping" in problems[0][1]
 
 
-@pytest.mark.xfail(
-    reason="product bug: maggy_core/ablation/study.py AblationSpec.plan() calls "
-    "_str_list(list(self.layers)) / _str_list(list(self.components)); parse() only turns lists "
-    "into tuples, so a scalar ('layers: dense_2', 'components: batchnorm') is split into one "
-    "component per character instead of being one name (as _str_list intends) or refused",
-    strict=True,
-)
 @pytest.mark.parametrize(("key", "extra"), [("components", {}), ("layers", {"base_model": "m:b"})])
 def test_a_scalar_name_is_one_component_or_refused(key: str, extra: dict[str, Any]) -> None:
     name = "batchnorm" if key == "components" else "dense_2"
