@@ -185,12 +185,71 @@ def spark_context(
         defaults.update(CLUSTER_SPARK_CONF)
     for key, value in defaults.items():
         spark_conf.setIfMissing(key, value)
+    _lazy_numpy_converters()
     sc = SparkContext.getOrCreate(spark_conf)
     sc.setLogLevel("WARN")
     try:
         yield sc
     finally:
-        sc.stop()
+        _stop_spark_context(sc)
+
+
+class _LazyNumpyConverter:
+    """Wraps one of pyspark's numpy input converters for py4j so that asking it
+    about an object that is not a numpy object imports nothing.
+
+    pyspark 4.2 registers converters for numpy scalars and arrays with py4j; py4j
+    asks every converter about every argument of every call into the JVM, and
+    theirs answer by importing ``pyspark.testing.utils`` to learn whether numpy is
+    installed, which imports pandas, pyarrow and protobuf: 0.9 s at the first call,
+    which is the start of the SparkContext while its JVM waits, and 90 MB of a
+    driver that uses none of them. An object can only be a numpy scalar or array
+    when numpy is imported; for those the original converter answers, and converts,
+    as before.
+    """
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    def can_convert(self, obj: Any) -> bool:
+        np = sys.modules.get("numpy")
+        if np is None or not isinstance(obj, (np.ndarray, np.generic)):
+            return False
+        return bool(self.original.can_convert(obj))
+
+    def convert(self, obj: Any, gateway_client: Any) -> Any:
+        return self.original.convert(obj, gateway_client)
+
+
+def _lazy_numpy_converters() -> None:
+    """Put :class:`_LazyNumpyConverter` around pyspark's numpy converters (once)."""
+    try:
+        import pyspark.sql.types  # noqa: F401  (registers the converters)
+        from py4j import protocol
+    except ImportError:  # pragma: no cover - a pyspark without them
+        return
+    converters = protocol.INPUT_CONVERTER
+    for i, converter in enumerate(converters):
+        if type(converter).__name__ in ("NumpyArrayConverter", "NumpyScalarConverter"):
+            converters[i] = _LazyNumpyConverter(converter)
+
+
+def _stop_spark_context(sc: Any) -> None:
+    """``sc.stop()`` without its wait on the accumulator server.
+
+    pyspark stops its accumulator server (a thread of the driver that receives
+    accumulator updates; the engine uses no accumulators) by waiting for the server's
+    handler, which checks for the stop once a second, and then its loop: about a
+    second at the end of every experiment. The JVM side has stopped by then and
+    nothing sends updates any more, so the server is told to stop and left to finish
+    in its daemon thread while this process goes on (and exits).
+    """
+    server = getattr(sc, "_accumulatorServer", None)
+    if server is not None and hasattr(server, "server_shutdown"):
+        sc._accumulatorServer = None
+        server.server_shutdown = True  # the handler's loop ends at its next check
+        threading.Thread(target=server.shutdown, name="accumulator-stop", daemon=True).start()
+    sc.stop()
 
 
 class _Job:
