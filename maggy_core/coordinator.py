@@ -166,6 +166,7 @@ class Coordinator:
         self.channel.open(self.epoch, self._meta())
         if records:
             self._resume(records)
+            self.store.retire_result()
         self.store.append(
             {
                 "type": "experiment",

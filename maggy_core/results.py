@@ -9,6 +9,9 @@ Layout of ``<results_dir>/<experiment_id>/``:
   on an existing journal keeps every ended trial and runs again only the trials
   that had not ended.
 - ``result.json`` -- the summary, written (atomically) when the experiment ends.
+  A run that resumes the experiment moves the earlier run's to
+  ``result.previous.json`` first, so that while it runs nobody (the plugin's pages,
+  a follower) mistakes the earlier outcome for this run's.
 - ``trials/<trial_id>.log`` -- the lines a trial wrote with ``reporter.log``.
 """
 
@@ -22,6 +25,7 @@ from typing import IO, Any
 
 JOURNAL = "journal.jsonl"
 RESULT = "result.json"
+PREVIOUS_RESULT = "result.previous.json"
 
 
 class ResultStore:
@@ -89,6 +93,16 @@ class ResultStore:
         tmp.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+    def retire_result(self) -> Path | None:
+        """Move an earlier run's ``result.json`` aside (to ``result.previous.json``);
+        returns its new path, or ``None`` when there was none."""
+        path = self.root / RESULT
+        if not path.exists():
+            return None
+        previous = self.root / PREVIOUS_RESULT
+        os.replace(path, previous)
+        return previous
 
     def close(self) -> None:
         for trial_id in list(self._logs):

@@ -213,9 +213,16 @@ def test_resume_keeps_ended_trials(redis_url, tmp_path):
     journal.write_text(
         "".join(json.dumps(r) + "\n" for r in cut) + '{"type": "trial_st'
     )  # and a torn line
+    first_result = (tmp_path / "resume-me" / "result.json").read_text()
     second = run(s, redis_url, tmp_path)
     assert second["status"] == "finished"
     assert second["num_trials"] == 8
+    # The earlier run's result was moved aside when the resume began, not left as
+    # this run's while it ran.
+    assert (tmp_path / "resume-me" / "result.previous.json").read_text() == first_result
+    assert json.loads((tmp_path / "resume-me" / "result.json").read_text())["started"] == (
+        second["started"]
+    )
     records = [
         json.loads(line) for line in journal.read_text().splitlines() if line.startswith('{"time')
     ]
