@@ -225,8 +225,7 @@ def _ablation_lines(ablation: dict[str, Any], key: str) -> list[str]:
         f"  base: {key}={f(base.get('metric_mean'), '.4f')} (mean of {base.get('n', 0)}); "
         f"delta > 0: the component helps; {conf}% intervals; p Holm-adjusted",
         "",
-        f"  {'#':>2} {'component':<40} {'kind':<12} {'delta':>8} {'interval':>19} "
-        f"{'p':>7}  notes",
+        f"  {'#':>2} {'component':<40} {'kind':<12} {'delta':>8} {'interval':>19} {'p':>7}  notes",
     ]
     for e in ablation["components"]:
         notes = []

@@ -29,6 +29,7 @@ from typing import Any
 from maggy_core.channel import CoordinatorChannel
 from maggy_core.coordinator import Coordinator
 from maggy_core.exceptions import SpecError
+from maggy_core.jvm_archive import DriverArchive
 from maggy_core.optimizers import get_optimizer
 from maggy_core.redis_server import redis_for_experiment
 from maggy_core.results import ResultStore
@@ -183,15 +184,28 @@ def spark_context(
         # Start the workers' job only once the executors are there, so the W tasks
         # spread over them rather than queueing on the first executor to arrive.
         defaults.update(CLUSTER_SPARK_CONF)
+    archive: DriverArchive | None = None
+    launches_jvm = SparkContext._gateway is None and not os.environ.get("PYSPARK_GATEWAY_PORT")
+    if launches_jvm and not spark_conf.contains("spark.driver.extraJavaOptions"):
+        # A JVM this process launches, with our options: its classes can come from
+        # (or go into) the class-data archive (see maggy_core/jvm_archive.py).
+        options = DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"]
+        archive = DriverArchive(options)
+        with_archive = f"{options} {archive.java_option()}".strip()
+        spark_conf.set("spark.driver.extraJavaOptions", with_archive)
     for key, value in defaults.items():
         spark_conf.setIfMissing(key, value)
     _lazy_numpy_converters()
     sc = SparkContext.getOrCreate(spark_conf)
     sc.setLogLevel("WARN")
+    if archive is not None:
+        archive.started(sc)
     try:
         yield sc
     finally:
         _stop_spark_context(sc)
+        if archive is not None:
+            archive.stopped(SparkContext)
 
 
 class _LazyNumpyConverter:

@@ -248,9 +248,7 @@ class AblationSpec:
                 else:
                     out.append(Component(str(name), "custom_model", generator=path))
         switches = (
-            _str_list(self.components, f"{where}.components", problems)
-            if self.components
-            else []
+            _str_list(self.components, f"{where}.components", problems) if self.components else []
         )
         out += [Component(name, "component") for name in switches]
 

@@ -7,9 +7,11 @@ Each case runs in a fresh interpreter, because what matters is what a new
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +54,73 @@ def test_driver_imports_no_pandas_and_numpy_still_converts() -> None:
     assert out["array"] == "[1.5, 2.5]"
     assert out["active_after_stop"] is False
     assert out["accumulator_told_to_stop"] is True
+
+
+ARCHIVE_PROGRAM = textwrap.dedent(
+    """
+    import json, pathlib
+    from maggy_core.runner import spark_context
+
+    with spark_context("local[1]", "maggy-test-archive", None) as sc:
+        total = sc.parallelize(range(3), 1).sum()
+        options = sc.getConf().get("spark.driver.extraJavaOptions")
+        pid = sc._gateway.proc.pid
+        maps = pathlib.Path(f"/proc/{pid}/maps").read_text()
+    print(json.dumps({"sum": total, "options": options, "maps": maps}))
+    """
+)
+
+
+def _run_archive_program(cache: Path) -> dict:
+    env = {**os.environ, "MAGGY_JVM_CACHE": str(cache)}
+    proc = subprocess.run(
+        [sys.executable, "-c", ARCHIVE_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # -Xlog:cds=off: writing the archive lists hundreds of skipped classes otherwise.
+    assert "[cds]" not in proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_driver_jvm_writes_its_class_archive_once_then_maps_it(tmp_path: Path) -> None:
+    cache = tmp_path / "jvm"
+    first = _run_archive_program(cache)
+    assert first["sum"] == 3
+    assert "-XX:ArchiveClassesAtExit=" in first["options"]
+    archives = list(cache.glob("*.jsa"))
+    assert len(archives) == 1 and archives[0].stat().st_size > 1_000_000
+    assert not list(cache.glob("*.tmp")), "the unfinished archive was not moved into place"
+
+    second = _run_archive_program(cache)
+    assert f"-XX:SharedArchiveFile={archives[0]}" in second["options"]
+    assert str(archives[0]) in second["maps"], "the JVM did not map the archive"
+
+
+def test_a_broken_class_archive_is_ignored_then_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maggy_core.jvm_archive import DriverArchive
+    from maggy_core.runner import DEFAULT_SPARK_CONF
+
+    cache = tmp_path / "jvm"
+    monkeypatch.setenv("MAGGY_JVM_CACHE", str(cache))
+    path = DriverArchive(DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"]).path
+    assert path is not None
+    path.write_bytes(b"not an archive" * 1000)
+    out = _run_archive_program(cache)
+    assert out["sum"] == 3
+    assert f"-XX:SharedArchiveFile={path}" in out["options"]
+    assert not path.exists(), "an archive the JVM did not map was kept"
+
+
+def test_the_archive_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from maggy_core.jvm_archive import DriverArchive
+
+    monkeypatch.setenv("MAGGY_JVM_CACHE", "off")
+    archive = DriverArchive("-XX:TieredStopAtLevel=1")
+    assert archive.java_option() == ""
+    assert archive.path is None

@@ -1,0 +1,202 @@
+"""A class-data-sharing (CDS) archive of the driver JVM's classes, made once, reused.
+
+Starting the driver JVM of a local Spark application is the longest step of an
+experiment's start on a small machine (about two seconds on two cores), and most of
+it is loading and verifying the same ten thousand classes every time. The JVM can
+map them from an archive instead (Java's application class-data sharing): the first
+experiment on a machine runs its JVM with ``-XX:ArchiveClassesAtExit``, which writes
+the archive when that JVM exits; every later one starts with
+``-XX:SharedArchiveFile``, which starts the SparkContext and runs the first job
+0.5-1 s sooner here.
+
+The archive is a cache and never a risk to a run:
+
+- it lives in ``$MAGGY_JVM_CACHE`` (default ``$XDG_CACHE_HOME/maggy/jvm``, else
+  ``~/.cache/maggy/jvm``; ``MAGGY_JVM_CACHE=off`` turns all of this off), about 70 MB;
+- its name is a digest of the Java binary, the Spark installation and the JVM
+  options, so a different JDK or Spark gets its own archive; the JVM itself checks
+  the archive too and silently starts without it if it does not match;
+- it is written to a file of its own and renamed into place only once the JVM that
+  wrote it has exited, so no reader sees half of it; two first runs at once each
+  write their own and the last rename wins;
+- when a started JVM has not mapped the archive (a JDK without class-data sharing,
+  a broken file), it is removed; when writing one fails, a marker stops later runs
+  from trying again.
+
+Only JVMs that maggy launches itself (``maggy run``, ``lagom`` without an active
+SparkContext) use it, and only when the caller set no ``spark.driver.extraJavaOptions``:
+under ``spark-submit`` the JVM is already running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("maggy")
+
+ENV = "MAGGY_JVM_CACHE"
+#: Seconds to wait for the first JVM to write its archive and exit.
+DUMP_TIMEOUT = 60.0
+
+
+def cache_dir() -> Path | None:
+    """Where archives live, or ``None`` when turned off."""
+    value = os.environ.get(ENV, "")
+    if value.lower() in ("off", "0", "false", "no"):
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "maggy" / "jvm"
+
+
+def _java_binary() -> str | None:
+    """The ``java`` that ``spark-submit`` runs: ``$JAVA_HOME/bin/java``, else PATH's."""
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    return os.path.realpath(java) if java and os.path.exists(java) else None
+
+
+def _spark_home() -> str | None:
+    try:
+        from pyspark.find_spark_home import _find_spark_home
+
+        return os.path.realpath(_find_spark_home())
+    except Exception:  # no Spark to find: nothing to archive
+        return None
+
+
+def archive_name(java_options: str) -> str | None:
+    """The archive's file name for this JDK, Spark and JVM options (``None`` if
+    either cannot be found)."""
+    java, spark_home = _java_binary(), _spark_home()
+    if java is None or spark_home is None:
+        return None
+    parts = [java, spark_home, java_options]
+    for path in (java, os.path.join(spark_home, "jars")):
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+    with contextlib.suppress(Exception):
+        import pyspark
+
+        parts.append(pyspark.__version__)
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    return f"spark-driver-{digest}.jsa"
+
+
+class DriverArchive:
+    """The archive for one JVM launch: the option to start it with, and what to do
+    once it is up and once its SparkContext has stopped.
+
+    Args:
+        java_options: The JVM options the driver starts with (part of the key).
+    """
+
+    def __init__(self, java_options: str) -> None:
+        self.path: Path | None = None
+        self.writing: Path | None = None
+        folder = cache_dir()
+        name = archive_name(java_options) if folder is not None else None
+        if folder is None or name is None:
+            return
+        final = folder / name
+        if final.is_file():
+            self.path = final
+        elif not final.with_suffix(".failed").exists():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                return
+            self._remove_stale(folder)
+            self.writing = folder / f"{name}.{os.getpid()}.tmp"
+            self.path = final
+
+    @staticmethod
+    def _remove_stale(folder: Path) -> None:
+        """Unfinished archives of JVMs that died while writing them (an hour old)."""
+        for tmp in folder.glob("*.tmp"):
+            with contextlib.suppress(OSError):
+                if time.time() - tmp.stat().st_mtime > 3600:
+                    tmp.unlink()
+
+    def java_option(self) -> str:
+        """The JVM option to add (empty when there is no archive to use or make)."""
+        # -Xlog:cds=off: writing an archive lists every class it leaves out (hundreds
+        # of lines on the console); a JVM that cannot use one starts without it anyway.
+        if self.writing is not None:
+            return f"-XX:ArchiveClassesAtExit={self.writing} -Xlog:cds=off"
+        if self.path is not None:
+            return f"-XX:SharedArchiveFile={self.path} -Xlog:cds=off"
+        return ""
+
+    def started(self, sc: Any) -> None:
+        """After the JVM is up: forget an archive that it did not map."""
+        if self.writing is not None or self.path is None:
+            return
+        pid = _jvm_pid(sc)
+        if pid is None:
+            return
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return  # not Linux, or gone: nothing to learn
+        if str(self.path) not in maps:
+            log.warning("the driver JVM did not use its class-data archive %s: removed", self.path)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    def stopped(self, sc_class: Any) -> None:
+        """After ``sc.stop()``: if this JVM is writing the archive, let it exit
+        (it writes the archive as it exits), then move the archive into place.
+
+        The next SparkContext of this process starts a new JVM.
+        """
+        if self.writing is None or self.path is None:
+            return
+        gateway: Any = getattr(sc_class, "_gateway", None)
+        proc = getattr(gateway, "proc", None)
+        if proc is None:
+            return
+        started = time.monotonic()
+        with contextlib.suppress(Exception):
+            gateway.shutdown()
+        with contextlib.suppress(Exception):
+            proc.stdin.close()  # the gateway JVM exits when its stdin closes
+        try:
+            proc.wait(DUMP_TIMEOUT)
+        except Exception:
+            log.warning("the driver JVM did not exit within %.0f s", DUMP_TIMEOUT)
+            return
+        finally:
+            sc_class._gateway = None
+            sc_class._jvm = None
+        if self.writing.is_file() and self.writing.stat().st_size > 0:
+            os.replace(self.writing, self.path)
+            log.info(
+                "saved a class-data archive of the driver JVM in %.1f s (%s, %.0f MB): "
+                "later experiments start faster",
+                time.monotonic() - started,
+                self.path,
+                self.path.stat().st_size / 1e6,
+            )
+        else:
+            # This JDK cannot write one: do not try at every start.
+            with contextlib.suppress(OSError):
+                self.path.with_suffix(".failed").write_text(
+                    "the JVM wrote no archive; delete this file to try again\n", encoding="utf-8"
+                )
+            with contextlib.suppress(OSError):
+                self.writing.unlink()
+
+
+def _jvm_pid(sc: Any) -> int | None:
+    proc = getattr(getattr(sc, "_gateway", None), "proc", None)
+    return getattr(proc, "pid", None)
