@@ -151,61 +151,136 @@ def _make_rule(spec: ExperimentSpec):
     )
 
 
+class SparkStart:
+    """A SparkContext started in two halves: the JVM, launched in a background
+    thread as soon as this is made, and the context, made in the caller's thread by
+    :meth:`context`.
+
+    Launching the JVM takes most of a second of which Python does nothing but wait;
+    the runner connects to Redis and opens the journal meanwhile. The context itself
+    is made in the caller's thread: its many calls into the JVM would otherwise wait
+    on the GIL behind the caller's imports (tried: the whole start in a thread was
+    slower than none).
+
+    A plain SparkContext, not a SparkSession: the engine needs no SQL, and the
+    session's start-up costs about two more seconds here. In local mode the driver
+    binds to loopback, so nothing of an experiment listens on, or talks to, another
+    interface. An active SparkContext (``lagom`` in a notebook) is used as it is.
+
+    Args:
+        master: Spark master; ``None``: whatever SparkConf holds (spark-submit's).
+        app_name: The application's name, unless the configuration names one.
+        conf: Spark settings; they win over maggy's defaults.
+    """
+
+    def __init__(self, master: str | None, app_name: str, conf: Mapping[str, str] | None) -> None:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        from pyspark import SparkConf, SparkContext
+
+        self._sc_class = SparkContext
+        self.active = SparkContext._active_spark_context
+        self.archive: DriverArchive | None = None
+        self._gateway: Any = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._made = False
+        if self.active is not None:
+            return
+        # Under spark-submit, SparkConf() holds what spark-submit was given; those
+        # settings and the caller's win over our defaults.
+        self.conf = spark_conf = SparkConf().setAll(list((conf or {}).items()))
+        if master:
+            spark_conf.setMaster(master)
+        spark_conf.setIfMissing("spark.app.name", app_name)
+        effective = spark_conf.get("spark.master", "local")
+        defaults = {**DEFAULT_SPARK_CONF}
+        if effective.startswith("local"):
+            defaults.update(LOCAL_SPARK_CONF)
+        else:
+            # Start the workers' job only once the executors are there, so the W tasks
+            # spread over them rather than queueing on the first executor to arrive.
+            defaults.update(CLUSTER_SPARK_CONF)
+        launches_jvm = SparkContext._gateway is None and not os.environ.get("PYSPARK_GATEWAY_PORT")
+        if launches_jvm and not spark_conf.contains("spark.driver.extraJavaOptions"):
+            # A JVM this process launches, with our options: its classes can come from
+            # (or go into) the class-data archive (see maggy_core/jvm_archive.py).
+            options = DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"]
+            self.archive = DriverArchive(options)
+            with_archive = f"{options} {self.archive.java_option()}".strip()
+            spark_conf.set("spark.driver.extraJavaOptions", with_archive)
+        for key, value in defaults.items():
+            spark_conf.setIfMissing(key, value)
+        _lazy_numpy_converters()  # before the first call into the JVM
+        if launches_jvm:
+            self._thread = threading.Thread(
+                target=self._launch, name="maggy-jvm-launch", daemon=True
+            )
+            self._thread.start()
+
+    def _launch(self) -> None:
+        from pyspark.java_gateway import launch_gateway
+
+        try:
+            self._gateway = launch_gateway(self.conf)
+        except BaseException as exc:  # raised in the caller's thread by context()
+            self._error = exc
+
+    @contextmanager
+    def context(self) -> Iterator[Any]:
+        """The SparkContext (stopped at the end unless it was already active)."""
+        if self.active is not None:
+            yield self.active
+            return
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._made = True
+        if self._gateway is not None:
+            sc = self._sc_class(conf=self.conf, gateway=self._gateway)
+        else:
+            sc = self._sc_class.getOrCreate(self.conf)
+        sc.setLogLevel("WARN")
+        if self.archive is not None:
+            self.archive.started(sc)
+        try:
+            yield sc
+        finally:
+            _stop_spark_context(sc)
+            if self.archive is not None:
+                self.archive.stopped(self._sc_class)
+
+    def close(self) -> None:
+        """End a JVM launched for a context that was never made (the run failed
+        before Spark was needed)."""
+        if self._made or self._thread is None:
+            return
+        self._thread.join()
+        proc = getattr(self._gateway, "proc", None)
+        with contextlib.suppress(Exception):
+            self._gateway.shutdown()
+        if proc is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()  # the gateway JVM exits when its stdin closes
+            try:
+                proc.wait(30)
+            except Exception:
+                proc.kill()
+
+
 @contextmanager
 def spark_context(
     master: str | None, app_name: str, conf: Mapping[str, str] | None
 ) -> Iterator[Any]:
-    """The active SparkContext, or a new one (stopped at the end) on ``master``.
-
-    A plain SparkContext, not a SparkSession: the engine needs no SQL, and the
-    session's start-up costs about two more seconds here. In local mode the
-    driver binds to loopback, so nothing of an experiment listens on, or talks
-    to, another interface.
-    """
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    from pyspark import SparkConf, SparkContext
-
-    active = SparkContext._active_spark_context
-    if active is not None:
-        yield active
-        return
-    # Under spark-submit, SparkConf() holds what spark-submit was given; those
-    # settings and the caller's win over our defaults.
-    spark_conf = SparkConf().setAll(list((conf or {}).items()))
-    if master:
-        spark_conf.setMaster(master)
-    spark_conf.setIfMissing("spark.app.name", app_name)
-    effective = spark_conf.get("spark.master", "local")
-    defaults = {**DEFAULT_SPARK_CONF}
-    if effective.startswith("local"):
-        defaults.update(LOCAL_SPARK_CONF)
-    else:
-        # Start the workers' job only once the executors are there, so the W tasks
-        # spread over them rather than queueing on the first executor to arrive.
-        defaults.update(CLUSTER_SPARK_CONF)
-    archive: DriverArchive | None = None
-    launches_jvm = SparkContext._gateway is None and not os.environ.get("PYSPARK_GATEWAY_PORT")
-    if launches_jvm and not spark_conf.contains("spark.driver.extraJavaOptions"):
-        # A JVM this process launches, with our options: its classes can come from
-        # (or go into) the class-data archive (see maggy_core/jvm_archive.py).
-        options = DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"]
-        archive = DriverArchive(options)
-        with_archive = f"{options} {archive.java_option()}".strip()
-        spark_conf.set("spark.driver.extraJavaOptions", with_archive)
-    for key, value in defaults.items():
-        spark_conf.setIfMissing(key, value)
-    _lazy_numpy_converters()
-    sc = SparkContext.getOrCreate(spark_conf)
-    sc.setLogLevel("WARN")
-    if archive is not None:
-        archive.started(sc)
+    """The active SparkContext, or a new one (stopped at the end) on ``master``
+    (see :class:`SparkStart`)."""
+    start = SparkStart(master, app_name, conf)
     try:
-        yield sc
+        with start.context() as sc:
+            yield sc
     finally:
-        _stop_spark_context(sc)
-        if archive is not None:
-            archive.stopped(SparkContext)
+        start.close()
 
 
 class _LazyNumpyConverter:
@@ -349,7 +424,10 @@ def run_experiment(
         # Not under spark-submit (which names the master itself).
         master = os.environ.get("MAGGY_SPARK_MASTER") or f"local[{spec.workers},3]"
 
-    with redis_for_experiment(redis_url) as url:
+    spark = SparkStart(master, f"maggy-{spec.name}", spark_conf)  # the JVM starts now
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(spark.close)
+        url = cleanup.enter_context(redis_for_experiment(redis_url))
         channel = CoordinatorChannel(url, exp_id)
         coordinator = Coordinator(
             spec, exp_id, channel, store, _make_optimizer(spec), _make_rule(spec), epoch=epoch
@@ -378,10 +456,7 @@ def run_experiment(
             if train_fn is None
             else functools.partial(spark_task_with_fn, launch, fn)
         )
-        with (
-            spark_context(master, f"maggy-{spec.name}", spark_conf) as sc,
-            _stop_on_signals(coordinator),
-        ):
+        with spark.context() as sc, _stop_on_signals(coordinator):
             slots = sc.defaultParallelism
             if slots < spec.workers:
                 log.warning(
