@@ -162,22 +162,15 @@ class DriverArchive:
         if self.writing is None or self.path is None:
             return
         gateway: Any = getattr(sc_class, "_gateway", None)
-        proc = getattr(gateway, "proc", None)
-        if proc is None:
+        if getattr(gateway, "proc", None) is None:
             return
         started = time.monotonic()
-        with contextlib.suppress(Exception):
-            gateway.shutdown()
-        with contextlib.suppress(Exception):
-            proc.stdin.close()  # the gateway JVM exits when its stdin closes
-        try:
-            proc.wait(DUMP_TIMEOUT)
-        except Exception:
+        exited = end_gateway(gateway, DUMP_TIMEOUT)
+        sc_class._gateway = None
+        sc_class._jvm = None
+        if not exited:
             log.warning("the driver JVM did not exit within %.0f s", DUMP_TIMEOUT)
             return
-        finally:
-            sc_class._gateway = None
-            sc_class._jvm = None
         if self.writing.is_file() and self.writing.stat().st_size > 0:
             os.replace(self.writing, self.path)
             log.info(
@@ -195,6 +188,25 @@ class DriverArchive:
                 )
             with contextlib.suppress(OSError):
                 self.writing.unlink()
+
+
+def end_gateway(gateway: Any, timeout: float) -> bool:
+    """End the JVM behind a py4j gateway that this process launched: it exits when
+    its standard input closes. Returns whether it exited within ``timeout`` seconds
+    (if not, it is killed)."""
+    proc = getattr(gateway, "proc", None)
+    with contextlib.suppress(Exception):
+        gateway.shutdown()
+    if proc is None:
+        return True
+    with contextlib.suppress(Exception):
+        proc.stdin.close()
+    try:
+        proc.wait(timeout)
+        return True
+    except Exception:
+        proc.kill()
+        return False
 
 
 def _jvm_pid(sc: Any) -> int | None:

@@ -29,7 +29,7 @@ from typing import Any
 from maggy_core.channel import CoordinatorChannel
 from maggy_core.coordinator import Coordinator
 from maggy_core.exceptions import SpecError
-from maggy_core.jvm_archive import DriverArchive
+from maggy_core.jvm_archive import DriverArchive, end_gateway
 from maggy_core.optimizers import get_optimizer
 from maggy_core.redis_server import redis_for_experiment
 from maggy_core.results import ResultStore
@@ -257,16 +257,8 @@ class SparkStart:
         if self._made or self._thread is None:
             return
         self._thread.join()
-        proc = getattr(self._gateway, "proc", None)
-        with contextlib.suppress(Exception):
-            self._gateway.shutdown()
-        if proc is not None:
-            with contextlib.suppress(Exception):
-                proc.stdin.close()  # the gateway JVM exits when its stdin closes
-            try:
-                proc.wait(30)
-            except Exception:
-                proc.kill()
+        if self._gateway is not None:
+            end_gateway(self._gateway, 30.0)
 
 
 @contextmanager

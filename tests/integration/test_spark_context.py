@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -124,3 +125,48 @@ def test_the_archive_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     archive = DriverArchive("-XX:TieredStopAtLevel=1")
     assert archive.java_option() == ""
     assert archive.path is None
+
+
+FAILING_RUN = textwrap.dedent(
+    """
+    import json, sys
+    import psutil
+    from maggy_core.exceptions import MaggyError
+    from maggy_core.runner import run_experiment
+    from maggy_core.spec import ExperimentSpec
+
+    spec = ExperimentSpec.from_dict({
+        "name": "no-redis",
+        "train_fn": "maggy_core.examples.sleep:train",
+        "searchspace": {"seconds": ["DOUBLE", [0.01, 0.02]], "x": ["DOUBLE", [0, 1]]},
+        "num_trials": 2,
+        "workers": 1,
+    })
+    try:
+        run_experiment(spec, redis_url=sys.argv[1], master="local[1]", results_dir=sys.argv[2])
+        error = None
+    except MaggyError as exc:
+        error = str(exc)
+    children = [" ".join(c.cmdline())[:200] for c in psutil.Process().children(recursive=True)]
+    print(json.dumps({"error": error, "children": children}))
+    """
+)
+
+
+def test_a_run_that_fails_before_spark_is_needed_leaves_no_jvm(tmp_path: Path) -> None:
+    # The driver JVM is launched while Redis is set up; when Redis then fails, the
+    # run must end that JVM (a notebook's Python would otherwise keep it for good).
+    # The "Redis" accepts connections and never answers: its PING times out after
+    # 3 s, by when the JVM is up.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        proc = subprocess.run(
+            [sys.executable, "-c", FAILING_RUN, url, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "does not answer PING" in out["error"]
+    assert out["children"] == []
