@@ -23,9 +23,11 @@ The archive is a cache and never a risk to a run:
   a broken file), it is removed; when writing one fails, a marker stops later runs
   from trying again.
 
-Only JVMs that maggy launches itself (``maggy run``, ``lagom`` without an active
-SparkContext) use it, and only when the caller set no ``spark.driver.extraJavaOptions``:
-under ``spark-submit`` the JVM is already running.
+JVMs that maggy launches itself (``maggy run``, ``lagom`` without an active
+SparkContext) use it, and so does the driver JVM of ``MaggyOperator``'s spark-submit
+when the driver runs on the Airflow worker (client mode; a deferrable task only uses
+an archive, since nobody waits for its JVM to exit); never when the caller set
+``spark.driver.extraJavaOptions``.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class DriverArchive:
         java_options: The JVM options the driver starts with (part of the key).
     """
 
-    def __init__(self, java_options: str) -> None:
+    def __init__(self, java_options: str, *, create: bool = True) -> None:
         self.path: Path | None = None
         self.writing: Path | None = None
         folder = cache_dir()
@@ -110,7 +112,7 @@ class DriverArchive:
         final = folder / name
         if final.is_file():
             self.path = final
-        elif not final.with_suffix(".failed").exists():
+        elif create and not final.with_suffix(".failed").exists():
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError:
@@ -170,24 +172,35 @@ class DriverArchive:
         sc_class._jvm = None
         if not exited:
             log.warning("the driver JVM did not exit within %.0f s", DUMP_TIMEOUT)
+        self.jvm_exited(cleanly=exited, since=started)
+
+    def jvm_exited(self, *, cleanly: bool, since: float | None = None) -> None:
+        """The JVM writing the archive has exited (its own, or ``spark-submit``'s):
+        move the archive into place if it exited cleanly and wrote one.
+
+        A JVM that was killed may have left half an archive: that is removed.
+        """
+        if self.writing is None or self.path is None:
             return
-        if self.writing.is_file() and self.writing.stat().st_size > 0:
+        written = self.writing.is_file() and self.writing.stat().st_size > 0
+        if cleanly and written:
             os.replace(self.writing, self.path)
             log.info(
-                "saved a class-data archive of the driver JVM in %.1f s (%s, %.0f MB): "
+                "saved a class-data archive of the driver JVM%s (%s, %.0f MB): "
                 "later experiments start faster",
-                time.monotonic() - started,
+                "" if since is None else f" in {time.monotonic() - since:.1f} s",
                 self.path,
                 self.path.stat().st_size / 1e6,
             )
-        else:
+        elif cleanly:
             # This JDK cannot write one: do not try at every start.
             with contextlib.suppress(OSError):
                 self.path.with_suffix(".failed").write_text(
                     "the JVM wrote no archive; delete this file to try again\n", encoding="utf-8"
                 )
-            with contextlib.suppress(OSError):
-                self.writing.unlink()
+        with contextlib.suppress(OSError):
+            self.writing.unlink(missing_ok=True)
+        self.writing = None
 
 
 def end_gateway(gateway: Any, timeout: float) -> bool:

@@ -44,6 +44,16 @@ class MaggySparkSubmitHook(SparkSubmitHook):
     def master(self) -> str:
         return str(self._connection["master"])
 
+    @property
+    def driver_runs_here(self) -> bool:
+        """Whether the driver JVM runs in spark-submit's process (client mode)."""
+        return self._connection.get("deploy_mode") != "cluster"
+
+    def add_driver_java_options(self, options: str) -> None:
+        """Add to the driver JVM's options (``spark.driver.extraJavaOptions``)."""
+        current = self._conf.get("spark.driver.extraJavaOptions", "")
+        self._conf["spark.driver.extraJavaOptions"] = f"{current} {options}".strip()
+
     def build_command(self, application: str) -> list[str]:
         """The spark-submit command line (for a submission we do not wait on)."""
         return self._build_spark_submit_command(application)

@@ -135,6 +135,7 @@ class MaggyOperator(BaseOperator):
         self._hook: MaggySparkSubmitHook | None = None
         self._experiment_id: str | None = None
         self._redis_url: str | None = None
+        self._archive: Any = None  # maggy_core.jvm_archive.DriverArchive, when used
 
     # ------------------------------------------------------------ the spec
 
@@ -213,6 +214,8 @@ class MaggyOperator(BaseOperator):
             hook.submit(self._application(), start_new_session=True)
         except AirflowException as exc:
             failure = exc  # the experiment may still have ended with a result
+        if self._archive is not None:
+            self._archive.jvm_exited(cleanly=failure is None)
         summary = self._read_summary(results_dir, experiment_id)
         if summary is None:
             raise AirflowException(f"the Spark application ended without a result: {failure}")
@@ -288,6 +291,22 @@ class MaggyOperator(BaseOperator):
             env_vars=env,
             **dict(self.spark_submit_kwargs or {}),
         )
+        self._archive = None
+        if self._hook.driver_runs_here and "spark.driver.extraJavaOptions" not in (
+            self.spark_conf or {}
+        ):
+            # The driver JVM starts from the class-data archive of Spark's classes, or
+            # writes it as it exits (see maggy_core/jvm_archive.py); only when this
+            # process waits for that exit.
+            from maggy_core.jvm_archive import DriverArchive
+            from maggy_core.runner import DEFAULT_SPARK_CONF
+
+            archive = DriverArchive(
+                DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"], create=not self.deferrable
+            )
+            if archive.java_option():
+                self._hook.add_driver_java_options(archive.java_option())
+                self._archive = archive
         return self._hook
 
     def _submit_conf(self) -> dict[str, str]:

@@ -145,6 +145,59 @@ class TestConnections:
         assert hook.master == "local[5]"
 
 
+class TestDriverArchive:
+    """The driver JVM of spark-submit starts from the class-data archive when the
+    driver runs on this machine (maggy_core/jvm_archive.py)."""
+
+    @staticmethod
+    def options(operator: MaggyOperator) -> str:
+        spec = ExperimentSpec.from_dict({**CONFIG, "train_fn": "m:f", "name": "n"})
+        hook = operator._make_hook(spec, "/tmp/results")
+        return hook._conf.get("spark.driver.extraJavaOptions", "")
+
+    def test_an_existing_archive_is_used(self, tmp_path, monkeypatch):
+        from maggy_core.jvm_archive import DriverArchive
+        from maggy_core.runner import DEFAULT_SPARK_CONF
+
+        monkeypatch.setenv("MAGGY_JVM_CACHE", str(tmp_path))
+        path = DriverArchive(DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"]).path
+        path.write_bytes(b"archive")
+        for deferrable in (False, True):
+            opts = self.options(op(config=CONFIG, deferrable=deferrable))
+            assert f"-XX:SharedArchiveFile={path}" in opts
+            assert opts.startswith(DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"])
+
+    def test_a_missing_archive_is_written_only_by_a_task_that_waits(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("MAGGY_JVM_CACHE", str(tmp_path))
+        waiting = op(config=CONFIG)
+        assert f"-XX:ArchiveClassesAtExit={tmp_path}" in self.options(waiting)
+        # The JVM wrote it and exited cleanly: it is moved into place.
+        waiting._archive.writing.write_bytes(b"archive")
+        waiting._archive.jvm_exited(cleanly=True)
+        assert [p.suffix for p in tmp_path.iterdir()] == [".jsa"]
+
+        tmp = tmp_path / "other"
+        monkeypatch.setenv("MAGGY_JVM_CACHE", str(tmp))
+        assert "-XX:" not in self.options(op(config=CONFIG, deferrable=True)).replace(
+            "-XX:TieredStopAtLevel=1", ""
+        )
+        killed = op(config=CONFIG)
+        self.options(killed)
+        killed._archive.writing.write_bytes(b"half an arch")
+        killed._archive.jvm_exited(cleanly=False)
+        assert list(tmp.iterdir()) == [], "a killed JVM's archive was kept"
+
+    def test_not_in_cluster_mode_nor_with_the_users_java_options(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("MAGGY_JVM_CACHE", str(tmp_path))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MAGGY_CLUSTER",
+            json.dumps({"conn_type": "spark", "host": "yarn", "extra": {"deploy-mode": "cluster"}}),
+        )
+        assert "Archive" not in self.options(op(config=CONFIG, spark_conn_id="maggy_cluster"))
+        user = op(config=CONFIG, spark_conf={"spark.driver.extraJavaOptions": "-Xss4m"})
+        assert self.options(user) == "-Xss4m"
+
+
 class TestTrigger:
     def test_serialize_round_trip(self):
         trigger = MaggyTrigger(
