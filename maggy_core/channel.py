@@ -14,6 +14,8 @@ key                type         use
 ``workers``        sorted set   worker id -> last heartbeat (unix time)
 ``ctl``            hash         trial id -> ``STOP``; read on every report
 ``keys``           set          every key made, so the end can expire them all
+``follower``       string, TTL  the Airflow task (or its trigger) that follows the
+                                experiment says it is there (see ``touch_follower``)
 =================  ===========  ==================================================
 
 Messages are JSON objects with a schema version ``v``; nothing is pickled, so
@@ -214,6 +216,30 @@ def request_experiment_stop(client: Any, experiment_id: str, reason: str) -> boo
     return True
 
 
+FOLLOWER = "follower"
+
+
+def touch_follower(client: Any, experiment_id: str, who: str, lease: float) -> None:
+    """Say that the experiment's follower (the Airflow task that started it, or its
+    trigger) is still there. A coordinator started with a follower lease stops the
+    experiment when nobody has said so for longer than the lease; the key expires
+    after ``lease`` seconds, so a follower must touch it more often than that."""
+    client.set(
+        key_prefix(experiment_id) + FOLLOWER,
+        json.dumps({"v": SCHEMA_VERSION, "who": who, "at": time.time()}),
+        ex=max(1, math.ceil(lease)),
+    )
+
+
+async def touch_follower_async(client: Any, experiment_id: str, who: str, lease: float) -> None:
+    """:func:`touch_follower` with a ``redis.asyncio`` client."""
+    await client.set(
+        key_prefix(experiment_id) + FOLLOWER,
+        json.dumps({"v": SCHEMA_VERSION, "who": who, "at": time.time()}),
+        ex=max(1, math.ceil(lease)),
+    )
+
+
 class WorkerChannel(_Channel):
     """A worker's side of the channel. One per Spark task; not thread-safe except
     for :meth:`heartbeat`, which uses its own client (the heartbeat thread must not
@@ -361,6 +387,10 @@ class CoordinatorChannel(_Channel):
         """The coordinator epoch in ``meta``; None when Redis lost it."""
         raw = self.client.hget(self.key("meta"), "epoch")
         return None if raw is None else int(raw)
+
+    def follower_present(self) -> bool:
+        """Whether a follower has touched its key within its lease."""
+        return bool(self.client.exists(self.key(FOLLOWER)))
 
     def stop_request(self) -> str | None:
         """Why someone asked the whole experiment to stop, or None."""

@@ -63,6 +63,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a Spark setting (repeatable)",
     )
+    run.add_argument(
+        "--follower-lease",
+        type=float,
+        metavar="SECONDS",
+        help="stop the experiment when its follower (the Airflow task) has been silent "
+        "for this long (MaggyOperator sets it)",
+    )
     run.add_argument("--json", action="store_true", help="print result.json instead of the table")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     val = sub.add_parser(
@@ -117,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             print(f"{args.spec}: valid ({what})")
             return EXIT_OK
+        if args.follower_lease is not None and not args.follower_lease > 0:
+            raise SpecError.one(
+                "--follower-lease", f"must be a number of seconds > 0, got {args.follower_lease}"
+            )
         changes: dict[str, Any] = {}
         if args.workers is not None:
             changes["workers"] = args.workers
@@ -132,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results_dir=args.results_dir,
             spark_conf=_conf(args.conf),
             experiment_id=args.experiment_id,
+            follower_lease=args.follower_lease,
         )
     except SpecError as exc:
         print(f"maggy: {exc}", file=sys.stderr)

@@ -110,6 +110,10 @@ class Coordinator:
         stopping_rule: Decides early stops on live metrics.
         epoch: This coordinator's epoch (events of other epochs are dropped).
         worker_timeout: Seconds without a new heartbeat after which a worker is lost.
+        follower_lease: When set, the experiment stops itself once no follower
+            (the Airflow task that started it) has touched its key for this many
+            seconds: the task that would stop it is gone (killed with SIGKILL, its
+            machine lost, or marked failed before the triggerer took its trigger).
         stop_latency: Optional list that receives, per stopped trial, the seconds
             from the stop decision to its worker starting its next trial.
     """
@@ -125,6 +129,7 @@ class Coordinator:
         *,
         epoch: int = 1,
         worker_timeout: float | None = None,
+        follower_lease: float | None = None,
     ) -> None:
         self.spec = spec
         self.experiment_id = experiment_id
@@ -157,6 +162,8 @@ class Coordinator:
         self._stop_decided: dict[str, float] = {}  # worker -> time its trial was told to stop
         self._next_index = 0
         self._last_liveness = time.monotonic()
+        self.follower_lease = follower_lease
+        self._follower_seen = time.monotonic()
 
     # ---------------------------------------------------------------- set-up
 
@@ -496,6 +503,20 @@ class Coordinator:
         if requested is not None:
             self.stop(f"stop requested: {requested}")
             return
+        if self.follower_lease is not None:
+            # Measured on this clock from the last time the key was seen, so a Redis
+            # that restarted (and lost the key) gives the follower a whole lease to
+            # touch it again.
+            if self.channel.follower_present():
+                self._follower_seen = now
+            elif now - self._follower_seen > self.follower_lease:
+                silent = now - self._follower_seen
+                self.stop(
+                    f"no word from the Airflow task following the experiment for {silent:.0f} s "
+                    f"(follower_lease {self.follower_lease:g} s): it is gone, so the "
+                    "experiment stops itself"
+                )
+                return
         beats = self.channel.heartbeats()
         for wid in beats.keys() - self.workers.keys() - self._gone_ids:
             if wid.startswith(f"e{self.epoch}-"):

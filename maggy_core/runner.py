@@ -380,6 +380,7 @@ def run_experiment(
     spark_conf: Mapping[str, str] | None = None,
     experiment_id: str | None = None,
     grace: float = 30.0,
+    follower_lease: float | None = None,
 ) -> dict[str, Any]:
     """Run an experiment to its end and return its result (also in ``result.json``).
 
@@ -397,6 +398,9 @@ def run_experiment(
         experiment_id: Resume or name the experiment; default ``spec.experiment_id``
             or a new id from the name and the time. An id whose journal exists is
             resumed: its ended trials are kept.
+        follower_lease: Stop the experiment when no follower has touched its key
+            (``maggy_core.channel.touch_follower``) for this many seconds;
+            ``MaggyOperator`` sets it and touches the key while it follows.
         grace: Seconds to wait for the workers to return after a finished
             experiment. A stopped or failed one waits only a few heartbeats for its
             running trials to reach their next report, then cancels the Spark job:
@@ -422,7 +426,14 @@ def run_experiment(
         url = cleanup.enter_context(redis_for_experiment(redis_url))
         channel = CoordinatorChannel(url, exp_id)
         coordinator = Coordinator(
-            spec, exp_id, channel, store, _make_optimizer(spec), _make_rule(spec), epoch=epoch
+            spec,
+            exp_id,
+            channel,
+            store,
+            _make_optimizer(spec),
+            _make_rule(spec),
+            epoch=epoch,
+            follower_lease=follower_lease,
         )
         coordinator.open()
         log.info(

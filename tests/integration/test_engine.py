@@ -220,8 +220,9 @@ def test_resume_keeps_ended_trials(redis_url, tmp_path):
     # The earlier run's result was moved aside when the resume began, not left as
     # this run's while it ran.
     assert (tmp_path / "resume-me" / "result.previous.json").read_text() == first_result
-    assert json.loads((tmp_path / "resume-me" / "result.json").read_text())["started"] == (
-        second["started"]
+    assert (
+        json.loads((tmp_path / "resume-me" / "result.json").read_text())["started"]
+        == (second["started"])
     )
     records = [
         json.loads(line) for line in journal.read_text().splitlines() if line.startswith('{"time')
@@ -267,3 +268,46 @@ def test_train_kwargs_reach_every_trial(redis_url, tmp_path):
     assert result["status"] == "finished"
     for t in result["trials"]:
         assert t["metric"] == pytest.approx(t["params"]["x"] + 104)
+
+
+def _long_running(experiment_id: str) -> ExperimentSpec:
+    return spec(
+        experiment_id=experiment_id,
+        num_trials=40,
+        searchspace={"seconds": ["DOUBLE", [0.2, 0.3]], "x": ["DOUBLE", [-2, 2]]},
+    )
+
+
+def test_an_experiment_whose_follower_is_gone_stops_itself(redis_url, tmp_path, experiment_id):
+    # Nobody touches the follower key: the Airflow task that started the run is gone.
+    # (3 s: long enough for Spark's Python workers to start and some trials to end.)
+    result = run(_long_running(experiment_id), redis_url, tmp_path, follower_lease=3.0)
+    assert result["status"] == "stopped"
+    assert "follower_lease 3 s" in result["reason"]
+    assert 0 < result["counts"]["finished"] < 40  # what ended before the stop is kept
+
+
+def test_a_follower_that_keeps_touching_its_key_lets_the_experiment_finish(
+    redis_url, tmp_path, experiment_id
+):
+    import threading
+
+    from maggy_core.channel import connect, touch_follower
+
+    client = connect(redis_url)
+    touch_follower(client, experiment_id, "test", lease=1.0)
+    halt = threading.Event()
+
+    def follow() -> None:
+        while not halt.wait(0.3):
+            touch_follower(client, experiment_id, "test", lease=1.0)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    try:
+        result = run(_long_running(experiment_id), redis_url, tmp_path, follower_lease=1.0)
+    finally:
+        halt.set()
+        follower.join()
+    assert result["status"] == "finished", result["reason"]
+    assert result["counts"]["finished"] == 40
