@@ -59,6 +59,16 @@ class MaggySparkSubmitHook(SparkSubmitHook):
         return self._build_spark_submit_command(application)
 
 
+def driver_runs_locally(conn_id: str) -> bool:
+    """Whether spark-submit through this connection runs the driver on this machine
+    (client mode, the default; a missing connection means local Spark)."""
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return True
+    return str(conn.extra_dejson.get("deploy-mode", "client")).lower() != "cluster"
+
+
 def redis_url_from_connection(conn_id: str | None) -> str | None:
     """The URL of the Redis described by an Airflow connection.
 

@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,13 @@ class MaggyOperator(BaseOperator):
         poll_interval: Seconds between looks at Redis in deferrable mode.
         start_timeout: Seconds the experiment has to appear in Redis after a
             deferrable submission.
+        follower_lease: Seconds after which the experiment stops itself when this
+            task (or its trigger) has stopped saying it is there: a task killed with
+            SIGKILL, a lost Airflow worker, or a deferred task marked failed before
+            the triggerer took its trigger leaves no Spark application running for
+            longer. The task says so every ``follower_lease / 4`` seconds (at most
+            30), the trigger at every poll. ``None`` turns it off; it is off, with a
+            line in the log, when this task cannot reach the experiment's Redis.
 
     Returns (XCom):
         ``{"experiment_id", "status", "best": {"trial_id", "params", "metric"},
@@ -115,6 +122,7 @@ class MaggyOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 5.0,
         start_timeout: float = 600.0,
+        follower_lease: float | None = 600.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,6 +140,7 @@ class MaggyOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.start_timeout = start_timeout
+        self.follower_lease = follower_lease
         self._hook: MaggySparkSubmitHook | None = None
         self._experiment_id: str | None = None
         self._redis_url: str | None = None
@@ -190,9 +199,12 @@ class MaggyOperator(BaseOperator):
         # The link works while the task runs (Airflow itself writes it at the end).
         link = MaggyExperimentLink()
         ti.xcom_push(key=link.xcom_key, value=experiment_url(experiment_id))
-        self._redis_url = redis_url_from_connection(self.redis_conn_id) or os.environ.get(
-            "MAGGY_REDIS_URL"
+        self._redis_url = (
+            redis_url_from_connection(self.redis_conn_id)
+            or os.environ.get("MAGGY_REDIS_URL")
+            or self._local_redis()
         )
+        self._check_lease()
         results_dir = os.path.abspath(self.results_dir or default_results_dir())
         hook = self._make_hook(spec, results_dir)
         self.log.info(
@@ -204,14 +216,21 @@ class MaggyOperator(BaseOperator):
             hook.master,
             os.path.join(results_dir, experiment_id),
         )
+        if self._lease() is None:
+            self.log.info(
+                "no Redis this task can reach: the experiment cannot tell if this task dies "
+                "(set %r or MAGGY_REDIS_URL)",
+                self.redis_conn_id,
+            )
         if self.deferrable:
             self._submit_detached(hook, results_dir, experiment_id)
         failure: AirflowException | None = None
         try:
-            # A session of its own: Airflow signals the task's whole process group
-            # when the task is killed, and a SIGTERM straight to spark-submit's JVM
-            # would end the driver before it wrote its result. on_kill stops it.
-            hook.submit(self._application(), start_new_session=True)
+            with self._following(experiment_id):
+                # A session of its own: Airflow signals the task's whole process group
+                # when the task is killed, and a SIGTERM straight to spark-submit's JVM
+                # would end the driver before it wrote its result. on_kill stops it.
+                hook.submit(self._application(), start_new_session=True)
         except AirflowException as exc:
             failure = exc  # the experiment may still have ended with a result
         if self._archive is not None:
@@ -254,6 +273,71 @@ class MaggyOperator(BaseOperator):
             )
         return summary
 
+    # ------------------------------------------------------------ following
+
+    def _local_redis(self) -> str | None:
+        """The engine's default Redis (127.0.0.1:6379) when it answers and the
+        driver runs on this machine, so that this task and the driver share it."""
+        from maggy_airflow.operators.hooks import driver_runs_locally
+        from maggy_core.redis_server import DEFAULT_URL, ping
+
+        if driver_runs_locally(self.spark_conn_id) and ping(DEFAULT_URL):
+            return DEFAULT_URL
+        return None
+
+    def _check_lease(self) -> None:
+        lease = self.follower_lease
+        if lease is None:
+            return
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease <= 0:
+            raise AirflowFailException(
+                f"follower_lease must be a number of seconds > 0 or None, got {lease!r}"
+            )
+        if self.deferrable and lease < 3 * self.poll_interval:
+            raise AirflowFailException(
+                f"follower_lease ({lease:g} s) must be at least 3 x poll_interval "
+                f"({self.poll_interval:g} s): the trigger says it is there once a poll"
+            )
+
+    def _lease(self) -> float | None:
+        """The follower lease in force: none without a Redis this task reaches."""
+        return float(self.follower_lease) if self.follower_lease and self._redis_url else None
+
+    @contextlib.contextmanager
+    def _following(self, experiment_id: str) -> Iterator[None]:
+        """While the block runs, say every ``lease / 4`` s (at most 30) that this
+        task follows the experiment (see ``follower_lease``)."""
+        lease = self._lease()
+        if lease is None or self._redis_url is None:
+            yield
+            return
+        import threading
+
+        from maggy_core.channel import connect, touch_follower
+
+        client = connect(self._redis_url)
+        halt = threading.Event()
+
+        def touch() -> None:
+            try:
+                touch_follower(client, experiment_id, "task", lease)
+            except Exception as exc:  # Redis away for a moment: the lease allows it
+                self.log.warning("could not refresh the follower lease: %s", exc)
+
+        def beat() -> None:
+            while not halt.wait(min(30.0, lease / 4)):
+                touch()
+
+        touch()
+        thread = threading.Thread(target=beat, name="maggy-follower", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            halt.set()
+            thread.join()
+            client.close()
+
     def _application(self) -> str:
         import maggy_core
 
@@ -281,6 +365,9 @@ class MaggyOperator(BaseOperator):
             "--experiment-id",
             spec.experiment_id or "",
         ]
+        lease = self._lease()
+        if lease is not None:
+            args += ["--follower-lease", f"{lease:g}"]
         self._hook = MaggySparkSubmitHook(
             default_master=os.environ.get("MAGGY_SPARK_MASTER") or f"local[{spec.workers},3]",
             conf=self._submit_conf(),
@@ -342,6 +429,12 @@ class MaggyOperator(BaseOperator):
                 start_new_session=True,
             )
         self.log.info("submitted (pid %d, log %s); deferring to the triggerer", proc.pid, log_path)
+        lease = self._lease()
+        if lease is not None:
+            # Until the triggerer takes the trigger, which then says so at every poll.
+            from maggy_core.channel import connect, touch_follower
+
+            touch_follower(connect(self._redis_url), experiment_id, "task", lease)
         self.defer(
             trigger=MaggyTrigger(
                 experiment_id,
@@ -349,6 +442,7 @@ class MaggyOperator(BaseOperator):
                 poll_interval=self.poll_interval,
                 start_timeout=self.start_timeout,
                 submitted_at=time.time(),
+                follower_lease=lease,
             ),
             method_name="execute_complete",
         )

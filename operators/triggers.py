@@ -26,6 +26,8 @@ class MaggyTrigger(BaseTrigger):
         experiment_id: The experiment to follow.
         redis_url: Its Redis (kept encrypted with the trigger's other arguments).
         poll_interval: Seconds between looks at Redis.
+        follower_lease: When set, every look also says that the task still follows
+            the experiment (``maggy_core.channel.touch_follower``), for this lease.
         start_timeout: Seconds from ``submitted_at`` within which the experiment
             must appear in Redis; otherwise the trigger fires an error.
         submitted_at: Unix time of the submission.
@@ -41,6 +43,7 @@ class MaggyTrigger(BaseTrigger):
         start_timeout: float = 600.0,
         submitted_at: float | None = None,
         summary_grace: float = 120.0,
+        follower_lease: float | None = None,
     ) -> None:
         super().__init__()
         self.experiment_id = experiment_id
@@ -49,6 +52,7 @@ class MaggyTrigger(BaseTrigger):
         self.start_timeout = start_timeout
         self.submitted_at = submitted_at if submitted_at is not None else time.time()
         self.summary_grace = summary_grace
+        self.follower_lease = follower_lease
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -60,6 +64,7 @@ class MaggyTrigger(BaseTrigger):
                 "start_timeout": self.start_timeout,
                 "submitted_at": self.submitted_at,
                 "summary_grace": self.summary_grace,
+                "follower_lease": self.follower_lease,
             },
         )
 
@@ -108,9 +113,21 @@ class MaggyTrigger(BaseTrigger):
                             self._event(state, meta.get("reason") or "no summary was written")
                         )
                         return
+                await self._touch_follower(client)
                 await asyncio.sleep(self.poll_interval)
         finally:
             await client.aclose()
+
+    async def _touch_follower(self, client: Any) -> None:
+        """Say the task still follows the experiment (see ``follower_lease``)."""
+        if self.follower_lease is None:
+            return
+        from maggy_core.channel import touch_follower_async
+
+        try:
+            await touch_follower_async(client, self.experiment_id, "trigger", self.follower_lease)
+        except Exception as exc:  # Redis away for a moment: the lease allows it
+            self.log.warning("could not refresh the follower lease: %s", exc)
 
     def _event(self, status: str, reason: str) -> dict[str, Any]:
         return {

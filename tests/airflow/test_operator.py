@@ -198,6 +198,41 @@ class TestDriverArchive:
         assert self.options(user) == "-Xss4m"
 
 
+class TestFollowerLease:
+    def test_bad_leases_fail_the_task_naming_the_field(self):
+        for lease in (0, -5, "10", True):
+            with pytest.raises(AirflowFailException, match="follower_lease"):
+                op(config=CONFIG, follower_lease=lease)._check_lease()
+        with pytest.raises(AirflowFailException, match="poll_interval"):
+            op(config=CONFIG, deferrable=True, poll_interval=5, follower_lease=10)._check_lease()
+        op(config=CONFIG, follower_lease=None)._check_lease()
+
+    def test_the_task_holds_the_lease_while_it_follows(self, redis_url, experiment_id):
+        import time
+
+        operator = op(config=CONFIG, follower_lease=0.4)
+        operator._redis_url = redis_url
+        channel = CoordinatorChannel(redis_url, experiment_id)
+        try:
+            with operator._following(experiment_id):
+                assert channel.follower_present()  # said at once
+                time.sleep(1.0)  # more than two leases: kept alive by the task
+                assert channel.follower_present()
+            time.sleep(1.3)  # the key lives a whole number of seconds, at least one
+            assert not channel.follower_present()  # the task stopped saying it
+        finally:
+            channel.client.delete(channel.key("follower"))
+
+    def test_the_driver_is_told_the_lease_only_with_a_reachable_redis(self, redis_url):
+        spec = ExperimentSpec.from_dict({**CONFIG, "train_fn": "m:f", "name": "n"})
+        operator = op(config=CONFIG, follower_lease=120)
+        operator._redis_url = redis_url
+        args = operator._make_hook(spec, "/tmp/results")._application_args
+        assert args[args.index("--follower-lease") + 1] == "120"
+        operator._redis_url = None
+        assert "--follower-lease" not in operator._make_hook(spec, "/tmp/results")._application_args
+
+
 class TestTrigger:
     def test_serialize_round_trip(self):
         trigger = MaggyTrigger(
@@ -257,6 +292,21 @@ class TestTrigger:
         finally:
             channel.finish(expire_seconds=5)
         assert key_prefix(experiment_id) in channel.key("meta")
+
+    def test_while_it_waits_the_trigger_holds_the_follower_lease(self, redis_url, experiment_id):
+        channel = CoordinatorChannel(redis_url, experiment_id)
+        channel.open(1, {"state": "running"})
+        trigger = MaggyTrigger(experiment_id, redis_url, poll_interval=0.05, follower_lease=1.0)
+        try:
+            assert not channel.follower_present()
+            with pytest.raises(TimeoutError):
+                self._first_event(trigger, timeout=0.5)
+            assert channel.follower_present()
+            ttl = channel.client.pttl(channel.key("follower"))
+            assert 0 < ttl <= 1000
+        finally:
+            channel.finish(expire_seconds=5)
+            channel.client.delete(channel.key("follower"))
 
     def test_execute_complete_returns_the_summary_or_raises(self):
         task = op(config=CONFIG)
