@@ -18,6 +18,11 @@ Pages (under ``/maggy``):
 
 The plugin also puts "Maggy experiments" in the Airflow UI's navigation.
 Everything read from the results folder is escaped before it goes into a page.
+
+Every page asks who is there as Airflow's own API does (``get_user``: the JWT of
+the ``Authorization: Bearer`` header, else the session cookie the UI's login sets),
+and answers 401 to nobody: trial parameters, logs and tracebacks are not for
+whoever reaches the API server.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 # At module level, not in create_app: FastAPI resolves the handlers' annotations
 # (strings, with the __future__ import) in this module's globals.
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 # Absolute import: when this file is loaded from Airflow's plugins folder it is a
@@ -497,7 +502,9 @@ def _trial_page(urls: _Urls, experiment_id: str, result: dict[str, Any], t: dict
 
 def create_app() -> FastAPI:
     """The FastAPI app of the pages (mounted by Airflow's API server at ``/maggy``)."""
-    app = FastAPI(title="maggy", description="maggy experiments")
+    from airflow.api_fastapi.core_api.security import get_user
+
+    app = FastAPI(title="maggy", description="maggy experiments", dependencies=[Depends(get_user)])
 
     def urls_for(request: Request) -> _Urls:
         # The mount path (and the API server's base path) is the root path.

@@ -192,11 +192,19 @@ def check_successful_run(
     link = experiment_link(server, dag_id, run_id)
     assert link.endswith(f"/maggy/experiments/{experiment_id}"), link
     assert link.startswith(server.base_url), (link, server.base_url)
-    page = httpx.get(link, timeout=30)  # the plugin's FastAPI app, mounted at /maggy
+    # The plugin's FastAPI app, mounted at /maggy, asks who is there like Airflow's API.
+    assert httpx.get(link, timeout=30).status_code == 401
+    login = {"Authorization": f"Bearer {server.token()}"}
+    page = httpx.get(link, timeout=30, headers=login)
     assert page.status_code == 200, (page.status_code, page.text[:2000])
     assert experiment_id in page.text, page.text[:2000]
     assert "finished" in page.text, page.text[:2000]
-    result = httpx.get(f"{server.base_url}/maggy/api/experiments/{experiment_id}", timeout=30)
+    # The UI's session cookie does as well as the header.
+    cookie = httpx.get(link, timeout=30, cookies={"_token": server.token()})
+    assert cookie.status_code == 200, (cookie.status_code, cookie.text[:2000])
+    result = httpx.get(
+        f"{server.base_url}/maggy/api/experiments/{experiment_id}", timeout=30, headers=login
+    )
     assert result.status_code == 200 and result.json()["status"] == "finished", result.text[:2000]
 
     log = server.task_log(dag_id, run_id, TASK_ID, 1)

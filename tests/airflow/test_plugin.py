@@ -95,6 +95,23 @@ def results(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def client(results):
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from maggy_airflow.operators.links import URL_PREFIX
+    from maggy_airflow.plugins.maggy_plugin import create_app
+
+    app = create_app()
+    # Who is there is Airflow's question (its API server answers it: see
+    # test_pages_need_a_login and the end-to-end tests); here, somebody is.
+    app.dependency_overrides[get_user] = lambda: "a user"
+    server = FastAPI()
+    server.mount(URL_PREFIX, app)  # as Airflow's API server mounts it
+    return TestClient(server, base_url=f"http://testserver{URL_PREFIX}/")
+
+
+def test_pages_need_a_login(results):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -102,8 +119,11 @@ def client(results):
     from maggy_airflow.plugins.maggy_plugin import create_app
 
     server = FastAPI()
-    server.mount(URL_PREFIX, create_app())  # as Airflow's API server mounts it
-    return TestClient(server, base_url=f"http://testserver{URL_PREFIX}/")
+    server.mount(URL_PREFIX, create_app())
+    anonymous = TestClient(server, base_url=f"http://testserver{URL_PREFIX}/")
+    for path in ("experiments", "experiments/x", "api/experiments/x", "experiments/x/ablation.csv"):
+        reply = anonymous.get(path)
+        assert reply.status_code == 401, (path, reply.status_code)
 
 
 def hpo_spec(**changes: Any) -> ExperimentSpec:
