@@ -211,3 +211,31 @@ def write_json(path: str, data: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"figures written to {out}")
+
+
+def finish(
+    args: Any,
+    mode: str,
+    started: float,
+    verdict: str,
+    met: bool | None,
+    figures: dict[str, Any],
+) -> None:
+    """The closing lines of a benchmark: its verdict, how long it took, and (with
+    ``--json``) its figures with the date, mode, load and verdict."""
+    print(f"\n{verdict}")
+    print(
+        f"({mode} run, {time.monotonic() - started:.0f} s in all; the machine's other load "
+        "changes the figures: see 'others' cores')"
+    )
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "date": datetime.now().isoformat(timespec="seconds"),
+                "quick": args.quick,
+                **figures,
+                "verdict": {"text": verdict, "met": met},
+                "load_average": os.getloadavg(),
+            },
+        )

@@ -51,7 +51,6 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-from datetime import datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
 # _common sets PYTHONPATH for the Spark workers when imported, before Spark starts.
@@ -336,30 +335,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{TARGET_UTILISATION:.2f}; whole run with Spark start-up "
         f"{fmt(summary['wholerun_wall_s'], '.1f', 'not run')} s"
     )
-    print(f"\n{text}")
-    print(
-        f"({mode} run, {time.monotonic() - t_all:.0f} s in all; the machine's other load changes "
-        "the figures: see 'others' cores')"
+    _common.finish(
+        args,
+        mode,
+        t_all,
+        text,
+        met,
+        {
+            "sizes": sizes,
+            "workers": WORKERS,
+            "master": MASTER,
+            "components": COMPONENTS,
+            "repeats": REPEATS,
+            "planned_seconds": seconds,
+            "runs": runs,
+            "summary": summary,
+            "target_utilisation": TARGET_UTILISATION,
+        },
     )
-    if args.json:
-        _common.write_json(
-            args.json,
-            {
-                "date": datetime.now().isoformat(timespec="seconds"),
-                "quick": args.quick,
-                "sizes": sizes,
-                "workers": WORKERS,
-                "master": MASTER,
-                "components": COMPONENTS,
-                "repeats": REPEATS,
-                "planned_seconds": seconds,
-                "runs": runs,
-                "summary": summary,
-                "target_utilisation": TARGET_UTILISATION,
-                "verdict": {"text": text, "met": met},
-                "load_average": os.getloadavg(),
-            },
-        )
     return 1 if failed else 0
 
 

@@ -82,7 +82,14 @@ TARGET_MEM_BYTES = 0.8e9
 
 SIZES = {
     "full": {"n": 30, "scaling": (300, 3000), "repeats": 3, "util": 60, "stop": 40, "wholerun": 60},
-    "quick": {"n": 10, "scaling": (100, 1000), "repeats": 1, "util": 20, "stop": 20, "wholerun": 20},
+    "quick": {
+        "n": 10,
+        "scaling": (100, 1000),
+        "repeats": 1,
+        "util": 20,
+        "stop": 20,
+        "wholerun": 20,
+    },
 }
 
 NOOP_SPACE = {"x": ["DOUBLE", [0, 1]]}
@@ -157,9 +164,14 @@ def quietly(label: str, attempt_fn: Any) -> tuple[Any, float]:
         if cores <= DISTURBED:
             return value, cores
         if attempt < QUIET["retries"]:
-            print(f"    .. other processes used {cores:.2f} cores during {label} ({meter.top()}): running it again",
-                  flush=True)
-    print(f"    !! other processes used {cores:.2f} cores during {label}: its figures may be disturbed", flush=True)
+            print(
+                f"    .. other processes used {cores:.2f} cores during {label} ({meter.top()}): running it again",
+                flush=True,
+            )
+    print(
+        f"    !! other processes used {cores:.2f} cores during {label}: its figures may be disturbed",
+        flush=True,
+    )
     return value, cores
 
 
@@ -173,8 +185,10 @@ def run(spec_dict: dict[str, Any], tmp: Path) -> dict[str, Any]:
     spec = ExperimentSpec.from_dict(spec_dict)
 
     def attempt() -> dict[str, Any]:
-        print(f"  running {spec.name}: {spec.num_trials} trials, {spec.workers} workers on {MASTER} ...",
-              flush=True)
+        print(
+            f"  running {spec.name}: {spec.num_trials} trials, {spec.workers} workers on {MASTER} ...",
+            flush=True,
+        )
         cpu0, rcpu0 = process_cpu(), redis_cpu()
         samples: list[tuple[float, float]] = []  # (unix time, CPU seconds of this process)
         halt = threading.Event()
@@ -196,8 +210,11 @@ def run(spec_dict: dict[str, Any], tmp: Path) -> dict[str, Any]:
         result["_cpu"] = process_cpu() - cpu0
         result["_redis_cpu"] = redis_cpu() - rcpu0
         ended = [t for t in result["trials"] if t["status"] in ("finished", "early_stopped")]
-        print(f"    -> status {result['status']}, {len(ended)}/{spec.num_trials} trials ended ok, "
-              f"makespan {result['makespan']:.3f} s, run_experiment wall {result['_wall']:.2f} s", flush=True)
+        print(
+            f"    -> status {result['status']}, {len(ended)}/{spec.num_trials} trials ended ok, "
+            f"makespan {result['makespan']:.3f} s, run_experiment wall {result['_wall']:.2f} s",
+            flush=True,
+        )
         if result["status"] != "finished":
             print(f"    !! experiment did not finish: {result['reason']}", flush=True)
         return result
@@ -233,7 +250,9 @@ def redis_cpu() -> float:
 
 def timed(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Trials that have a start and a duration, sorted by start."""
-    ts = [t for t in result["trials"] if t.get("start") is not None and t.get("duration") is not None]
+    ts = [
+        t for t in result["trials"] if t.get("start") is not None and t.get("duration") is not None
+    ]
     return sorted(ts, key=lambda t: t["start"])
 
 
@@ -293,17 +312,23 @@ def phases(result: dict[str, Any]) -> dict[str, float]:
     ts = timed(result)
     first, last_end = ts[0]["start"], max(t["start"] + t["duration"] for t in ts)
     job_start = result["ended"] - result["makespan"]
-    return {"spark_context": job_start - result["started"], "workers_up": first - job_start,
-            "trials": last_end - first, "end": result["ended"] - last_end}
+    return {
+        "spark_context": job_start - result["started"],
+        "workers_up": first - job_start,
+        "trials": last_end - first,
+        "end": result["ended"] - last_end,
+    }
 
 
 def timeline(result: dict[str, Any]) -> str:
     """Where the wall time of one in-process run went."""
     ph = phases(result)
-    return (f"coordinator created -> Spark job start {ph['spark_context']:.3f} s (SparkContext); "
-            f"-> first trial start {ph['workers_up']:.3f} s (task launch, Python workers start, register); "
-            f"trials {ph['trials']:.3f} s; last trial end -> result {ph['end']:.3f} s; "
-            f"run_experiment wall {result['_wall']:.3f} s")
+    return (
+        f"coordinator created -> Spark job start {ph['spark_context']:.3f} s (SparkContext); "
+        f"-> first trial start {ph['workers_up']:.3f} s (task launch, Python workers start, register); "
+        f"trials {ph['trials']:.3f} s; last trial end -> result {ph['end']:.3f} s; "
+        f"run_experiment wall {result['_wall']:.3f} s"
+    )
 
 
 # --------------------------------------------------------------------------- 1. dispatch
@@ -326,60 +351,106 @@ def steady_state(result: dict[str, Any]) -> tuple[float, int]:
 def bench_dispatch(b: Bench) -> None:
     n = b.sizes["n"]
     reps = b.sizes["repeats"]
-    print(f"\n=== 1. dispatch: no-op trials, {WORKERS} workers, {MASTER}, es_policy none; N={n} vs 10N={10 * n}, "
-          f"each made {reps} times")
+    print(
+        f"\n=== 1. dispatch: no-op trials, {WORKERS} workers, {MASTER}, es_policy none; N={n} vs 10N={10 * n}, "
+        f"each made {reps} times"
+    )
     smalls = [b.noop_run(n, rep) for rep in range(reps)]
     bigs = [b.noop_run(10 * n, rep) for rep in range(reps)]
     for r in (*smalls, *bigs):
-        print(f"  {r['spec']['num_trials']:>5} trials: makespan {r['makespan']:.3f} s, trial span {span(r):.3f} s; "
-              f"workers {participation(r)}")
+        print(
+            f"  {r['spec']['num_trials']:>5} trials: makespan {r['makespan']:.3f} s, trial span {span(r):.3f} s; "
+            f"workers {participation(r)}"
+        )
         print(f"        {timeline(r)}")
-    mk_n, mk_10n = statistics.median(r["makespan"] for r in smalls), statistics.median(r["makespan"] for r in bigs)
-    sp_n, sp_10n = statistics.median(span(r) for r in smalls), statistics.median(span(r) for r in bigs)
+    mk_n, mk_10n = (
+        statistics.median(r["makespan"] for r in smalls),
+        statistics.median(r["makespan"] for r in bigs),
+    )
+    sp_n, sp_10n = (
+        statistics.median(span(r) for r in smalls),
+        statistics.median(span(r) for r in bigs),
+    )
     d_makespan = (mk_10n - mk_n) / (9 * n)
     d_span = (sp_10n - sp_n) / (9 * n)
     steadies = [steady_state(r) for r in bigs]
     steady = statistics.median(x for x, _ in steadies)
-    own = [nxt["start"] - a["start"] for r in bigs for v in by_worker(timed(r)).values()
-           for a, nxt in zip(v, v[1:], strict=False)]
-    print(f"  per trial from makespan   (median makespan(10N) - median makespan(N)) / 9N : {ms(d_makespan)}")
-    print(f"  per trial from trial span (median span(10N) - median span(N)) / 9N         : {ms(d_span)}")
-    print(f"  steady state in the 10N runs (from the moment every worker that ran trials was up to the last "
-          f"trial start, per trial start): {', '.join(ms(x) for x, _ in steadies)}; median {ms(steady)}")
-    print(f"  one worker's cycle (trial start -> its next trial start, no-op trial) in the 10N runs: median "
-          f"{ms(pct(own, 50))}, p95 {ms(pct(own, 95))} ({len(own)} cycles)")
+    own = [
+        nxt["start"] - a["start"]
+        for r in bigs
+        for v in by_worker(timed(r)).values()
+        for a, nxt in zip(v, v[1:], strict=False)
+    ]
+    print(
+        f"  per trial from makespan   (median makespan(10N) - median makespan(N)) / 9N : {ms(d_makespan)}"
+    )
+    print(
+        f"  per trial from trial span (median span(10N) - median span(N)) / 9N         : {ms(d_span)}"
+    )
+    print(
+        f"  steady state in the 10N runs (from the moment every worker that ran trials was up to the last "
+        f"trial start, per trial start): {', '.join(ms(x) for x, _ in steadies)}; median {ms(steady)}"
+    )
+    print(
+        f"  one worker's cycle (trial start -> its next trial start, no-op trial) in the 10N runs: median "
+        f"{ms(pct(own, 50))}, p95 {ms(pct(own, 95))} ({len(own)} cycles)"
+    )
     active_n = statistics.median(len(by_worker(timed(r))) for r in smalls)
     valid = d_span > 0 and active_n >= WORKERS
     if valid:
         per, how = d_span, "trial-span difference"
-        print("  headline = trial-span difference: first trial start -> last trial end leaves out the Spark job's")
-        print("  task launch, the Python workers' start-up and the shutdown, which vary from run to run by seconds")
+        print(
+            "  headline = trial-span difference: first trial start -> last trial end leaves out the Spark job's"
+        )
+        print(
+            "  task launch, the Python workers' start-up and the shutdown, which vary from run to run by seconds"
+        )
         makespans = ", ".join(f"{r['makespan']:.2f}" for r in smalls)
-        print(f"  (the makespan difference above is that noise: makespans of the N runs {makespans} s).")
+        print(
+            f"  (the makespan difference above is that noise: makespans of the N runs {makespans} s)."
+        )
     else:
         per, how = steady, "steady state"
-        print(f"  the span difference is not usable here: in the N runs a median of {active_n:.0f} of {WORKERS} workers "
-              f"had registered before the {n} no-op trials were all done, so N and 10N trials did not run the same")
-        print("  way; headline = the steady state of the 10N runs, when every worker that ran trials was up.")
+        print(
+            f"  the span difference is not usable here: in the N runs a median of {active_n:.0f} of {WORKERS} workers "
+            f"had registered before the {n} no-op trials were all done, so N and 10N trials did not run the same"
+        )
+        print(
+            "  way; headline = the steady state of the 10N runs, when every worker that ran trials was up."
+        )
     tput = 1.0 / per if per > 0 else math.inf
     ok = 0 < per < TARGET_DISPATCH_S
     print(f"  per-trial overhead ({how}): {ms(per)}  (target < {ms(TARGET_DISPATCH_S)}: {yes(ok)})")
-    print(f"  throughput: {tput:.0f} trials/s with {WORKERS} workers "
-          f"(per worker: one trial every {ms(per * WORKERS)})")
+    print(
+        f"  throughput: {tput:.0f} trials/s with {WORKERS} workers "
+        f"(per worker: one trial every {ms(per * WORKERS)})"
+    )
     print("  reference points quoted from the issue, NOT measured here:")
-    print(f"    Hyperopt SparkTrials ~{REF_HYPEROPT_SPARKTRIALS_S:.0f} s/trial -> ours is "
-          f"{REF_HYPEROPT_SPARKTRIALS_S / per:.0f}x less per trial")
-    print(f"    Optuna in-process threads ~{ms(REF_OPTUNA_THREADS_S)}/trial -> ratio ours/Optuna = "
-          f"{per / REF_OPTUNA_THREADS_S:.2f}")
+    print(
+        f"    Hyperopt SparkTrials ~{REF_HYPEROPT_SPARKTRIALS_S:.0f} s/trial -> ours is "
+        f"{REF_HYPEROPT_SPARKTRIALS_S / per:.0f}x less per trial"
+    )
+    print(
+        f"    Optuna in-process threads ~{ms(REF_OPTUNA_THREADS_S)}/trial -> ratio ours/Optuna = "
+        f"{per / REF_OPTUNA_THREADS_S:.2f}"
+    )
     b.figures["dispatch"] = {
-        "n": n, "repeats": reps, "makespan_n": [r["makespan"] for r in smalls],
-        "makespan_10n": [r["makespan"] for r in bigs], "span_n": [span(r) for r in smalls],
-        "span_10n": [span(r) for r in bigs], "per_trial_from_makespan_s": d_makespan,
-        "per_trial_from_span_s": d_span, "steady_state_per_trial_s": [x for x, _ in steadies],
-        "headline": how, "per_trial_s": per, "trials_per_second": tput,
+        "n": n,
+        "repeats": reps,
+        "makespan_n": [r["makespan"] for r in smalls],
+        "makespan_10n": [r["makespan"] for r in bigs],
+        "span_n": [span(r) for r in smalls],
+        "span_10n": [span(r) for r in bigs],
+        "per_trial_from_makespan_s": d_makespan,
+        "per_trial_from_span_s": d_span,
+        "steady_state_per_trial_s": [x for x, _ in steadies],
+        "headline": how,
+        "per_trial_s": per,
+        "trials_per_second": tput,
         "workers_active_n": [len(by_worker(timed(r))) for r in smalls],
         "workers_active_10n": [len(by_worker(timed(r))) for r in bigs],
-        "worker_cycle_median_s": pct(own, 50), "other_cores": [r["_other_cores"] for r in (*smalls, *bigs)],
+        "worker_cycle_median_s": pct(own, 50),
+        "other_cores": [r["_other_cores"] for r in (*smalls, *bigs)],
         "ratio_vs_hyperopt_sparktrials_ref": REF_HYPEROPT_SPARKTRIALS_S / per,
         "ratio_vs_optuna_threads_ref": per / REF_OPTUNA_THREADS_S,
     }
@@ -389,7 +460,9 @@ def bench_dispatch(b: Bench) -> None:
 # --------------------------------------------------------------------------- 2. scaling
 
 
-def gap_profile(result: dict[str, Any], buckets: int = 10, steady: bool = False) -> tuple[list[float], list[float], list[int]]:
+def gap_profile(
+    result: dict[str, Any], buckets: int = 10, steady: bool = False
+) -> tuple[list[float], list[float], list[int]]:
     """Per-worker gaps between consecutive trial starts, grouped by the global start
     rank of the earlier trial into ``buckets`` equal parts.
 
@@ -401,7 +474,9 @@ def gap_profile(result: dict[str, Any], buckets: int = 10, steady: bool = False)
     groups: list[list[float]] = [[] for _ in range(buckets)]
     for trials in by_worker(ts).values():
         for a, nxt in zip(trials, trials[1:], strict=False):
-            groups[min(buckets - 1, rank[a["trial_id"]] * buckets // n)].append(nxt["start"] - a["start"])
+            groups[min(buckets - 1, rank[a["trial_id"]] * buckets // n)].append(
+                nxt["start"] - a["start"]
+            )
     means = [statistics.fmean(g) if g else math.nan for g in groups]
     medians = [statistics.median(g) if g else math.nan for g in groups]
     return means, medians, [len(g) for g in groups]
@@ -447,14 +522,22 @@ def bench_scaling(b: Bench) -> None:
     n = b.sizes["n"]
     mid, large = b.sizes["scaling"]
     reps = b.sizes["repeats"]
-    print(f"\n=== 2. scaling: no-op trials at {mid} and {large} (baseline N={n} for start-up); "
-          f"the {large}-trial run is made {reps} times")
+    print(
+        f"\n=== 2. scaling: no-op trials at {mid} and {large} (baseline N={n} for start-up); "
+        f"the {large}-trial run is made {reps} times"
+    )
     bases = [b.noop_run(n, rep) for rep in range(reps)]
     mids = [b.noop_run(mid, rep) for rep in range(reps)]
     larges = [b.noop_run(large, rep) for rep in range(reps)]
     r_large = larges[0]
-    sp_base, sp_mid = statistics.median(span(r) for r in bases), statistics.median(span(r) for r in mids)
-    mk_base, mk_mid = statistics.median(r["makespan"] for r in bases), statistics.median(r["makespan"] for r in mids)
+    sp_base, sp_mid = (
+        statistics.median(span(r) for r in bases),
+        statistics.median(span(r) for r in mids),
+    )
+    mk_base, mk_mid = (
+        statistics.median(r["makespan"] for r in bases),
+        statistics.median(r["makespan"] for r in mids),
+    )
     c_mid = (sp_mid - sp_base) / (mid - n)
     c_larges = [(span(r) - sp_base) / (large - n) for r in larges]
     c_large = statistics.median(c_larges)
@@ -462,13 +545,20 @@ def bench_scaling(b: Bench) -> None:
     c_mid_mk = (mk_mid - mk_base) / (mid - n)
     c_large_mk = (statistics.median(r["makespan"] for r in larges) - mk_base) / (large - n)
     print(f"  {large} trials (run 1): {timeline(r_large)}")
-    print(f"  spans (first trial start -> last trial end): N {', '.join(f'{span(r):.3f}' for r in bases)} s; "
-          f"{mid} {', '.join(f'{span(r):.3f}' for r in mids)} s; {large} {', '.join(f'{span(r):.3f}' for r in larges)} s")
-    print(f"  per trial at {mid:>5}: {ms(c_mid)} (trial span), {ms(c_mid_mk)} (makespan)   [(median x - median x(N)) / ({mid}-N)]")
-    print(f"  per trial at {large:>5}: {ms(c_large)} (trial span, median of {reps} runs: "
-          f"{', '.join(ms(c) for c in c_larges)}), {ms(c_large_mk)} (makespan)   [(x - x(N)) / ({large}-N)]")
+    print(
+        f"  spans (first trial start -> last trial end): N {', '.join(f'{span(r):.3f}' for r in bases)} s; "
+        f"{mid} {', '.join(f'{span(r):.3f}' for r in mids)} s; {large} {', '.join(f'{span(r):.3f}' for r in larges)} s"
+    )
+    print(
+        f"  per trial at {mid:>5}: {ms(c_mid)} (trial span), {ms(c_mid_mk)} (makespan)   [(median x - median x(N)) / ({mid}-N)]"
+    )
+    print(
+        f"  per trial at {large:>5}: {ms(c_large)} (trial span, median of {reps} runs: "
+        f"{', '.join(ms(c) for c in c_larges)}), {ms(c_large_mk)} (makespan)   [(x - x(N)) / ({large}-N)]"
+    )
     print(f"  marginal per trial from {mid} to {large}: {ms(marginal)} (trial span)")
     print(f"  ratio per-trial({large}) / per-trial({mid}) = {c_large / c_mid:.2f}")
+
     def med(runs: list[dict[str, Any]], key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
@@ -476,12 +566,22 @@ def bench_scaling(b: Bench) -> None:
     cpu_large = (med(larges, "_cpu") - med(mids, "_cpu")) / (large - mid)
     rcpu_mid = (med(mids, "_redis_cpu") - med(bases, "_redis_cpu")) / (mid - n)
     rcpu_large = (med(larges, "_redis_cpu") - med(mids, "_redis_cpu")) / (large - mid)
-    print(f"  CPU per trial, marginal: driver process (coordinator) {ms(cpu_mid)} from N to {mid}, "
-          f"{ms(cpu_large)} from {mid} to {large}; Redis server {ms(rcpu_mid)} and {ms(rcpu_large)}")
-    print("  per-worker gap between consecutive trial starts, by decile of trial start (a gap = one trial")
-    print("  on one worker incl. its dispatch; wall cost per trial ~ gap / active workers); only the trials")
+    print(
+        f"  CPU per trial, marginal: driver process (coordinator) {ms(cpu_mid)} from N to {mid}, "
+        f"{ms(cpu_large)} from {mid} to {large}; Redis server {ms(rcpu_mid)} and {ms(rcpu_large)}"
+    )
+    print(
+        "  per-worker gap between consecutive trial starts, by decile of trial start (a gap = one trial"
+    )
+    print(
+        "  on one worker incl. its dispatch; wall cost per trial ~ gap / active workers); only the trials"
+    )
     print("  started once every worker that ran trials was up (the steady window):")
-    print("    run  " + " ".join(f"{i + 1:>6}" for i in range(10)) + "   last/first  slope per 1000 trials  workers")
+    print(
+        "    run  "
+        + " ".join(f"{i + 1:>6}" for i in range(10))
+        + "   last/first  slope per 1000 trials  workers"
+    )
     profiles, ratios = [], []
     for i, r in enumerate(larges):
         s_means, _med, _cnt = gap_profile(r, steady=True)
@@ -489,46 +589,82 @@ def bench_scaling(b: Bench) -> None:
         profiles.append(s_means)
         ratios.append(s_means[-1] / s_means[0])
         counts = "/".join(str(w["trials"]) for w in sorted(r["workers"], key=lambda w: w["worker"]))
-        print(f"    {i + 1:>3}  " + " ".join(f"{m * 1000:6.2f}" for m in s_means)
-              + f"   {ratios[-1]:10.2f}  {slope * 1e6 * 1000:+8.0f} us ({slope * 1000 / icpt * 100:+5.1f} %)  {counts}")
+        print(
+            f"    {i + 1:>3}  "
+            + " ".join(f"{m * 1000:6.2f}" for m in s_means)
+            + f"   {ratios[-1]:10.2f}  {slope * 1e6 * 1000:+8.0f} us ({slope * 1000 / icpt * 100:+5.1f} %)  {counts}"
+        )
     avg = [statistics.fmean(col) for col in zip(*profiles, strict=True)]
     ratio = avg[-1] / avg[0]
     print("    avg  " + " ".join(f"{m * 1000:6.2f}" for m in avg) + f"   {ratio:10.2f}")
     means_all, _m, _c = gap_profile(r_large)
-    print(f"  (run 1 over all trials, workers still joining in the first decile: "
-          f"{' '.join(f'{m * 1000:.2f}' for m in means_all)} ms)")
+    print(
+        f"  (run 1 over all trials, workers still joining in the first decile: "
+        f"{' '.join(f'{m * 1000:.2f}' for m in means_all)} ms)"
+    )
     spread = max(max(p) for p in profiles) / min(min(p) for p in profiles)
-    print(f"  decile means of all runs span {spread:.2f}x (max/min); per-run last/first ratios "
-          f"{', '.join(f'{x:.2f}' for x in ratios)}")
+    print(
+        f"  decile means of all runs span {spread:.2f}x (max/min); per-run last/first ratios "
+        f"{', '.join(f'{x:.2f}' for x in ratios)}"
+    )
     ok = ratio <= TARGET_GROWTH_RATIO
     growth = [cpu_growth(r) for r in larges]
-    print("  driver-process (coordinator) CPU per trial inside each run, from CPU samples every 20 ms, steady window:")
+    print(
+        "  driver-process (coordinator) CPU per trial inside each run, from CPU samples every 20 ms, steady window:"
+    )
     for i, (f, l_) in enumerate(growth):
         print(f"    run {i + 1}: first 10 % {ms(f)}, last 10 % {ms(l_)}: ratio {l_ / f:.2f}")
     cpu_ratio = statistics.median(l_ / f for f, l_ in growth)
     ok_cpu = cpu_ratio <= TARGET_GROWTH_RATIO
-    print(f"  growth ratio last/first 10 % (steady window, averaged over {reps} runs): {ratio:.2f} "
-          f"(target close to 1, read here as <= {TARGET_GROWTH_RATIO}: {yes(ok)})")
-    print(f"  coordinator CPU per trial, last/first 10 % (median of {reps} runs): {cpu_ratio:.2f} "
-          f"(target close to 1, <= {TARGET_GROWTH_RATIO}: {yes(ok_cpu)}); the marginal figures above "
-          f"({ms(cpu_mid)} vs {ms(cpu_large)}) compare different runs and include each run's fixed costs")
+    print(
+        f"  growth ratio last/first 10 % (steady window, averaged over {reps} runs): {ratio:.2f} "
+        f"(target close to 1, read here as <= {TARGET_GROWTH_RATIO}: {yes(ok)})"
+    )
+    print(
+        f"  coordinator CPU per trial, last/first 10 % (median of {reps} runs): {cpu_ratio:.2f} "
+        f"(target close to 1, <= {TARGET_GROWTH_RATIO}: {yes(ok_cpu)}); the marginal figures above "
+        f"({ms(cpu_mid)} vs {ms(cpu_large)}) compare different runs and include each run's fixed costs"
+    )
     b.figures["scaling"] = {
-        "sizes": [n, mid, large], "repeats": reps,
+        "sizes": [n, mid, large],
+        "repeats": reps,
         "span": [[span(r) for r in runs] for runs in (bases, mids, larges)],
         "makespan": [[r["makespan"] for r in runs] for runs in (bases, mids, larges)],
         "driver_cpu_s": [[r["_cpu"] for r in runs] for runs in (bases, mids, larges)],
         "other_cores": [r["_other_cores"] for r in larges],
-        "per_trial_mid_s": c_mid, "per_trial_large_s": c_large, "per_trial_large_runs_s": c_larges,
-        "marginal_s": marginal, "per_trial_mid_makespan_s": c_mid_mk, "per_trial_large_makespan_s": c_large_mk,
-        "driver_cpu_per_trial_s": [cpu_mid, cpu_large], "driver_cpu_first_last_10pct_s": growth,
-        "driver_cpu_growth_ratio": cpu_ratio, "redis_cpu_per_trial_s": [rcpu_mid, rcpu_large],
-        "steady_gap_mean_by_decile_s": profiles, "steady_gap_mean_by_decile_avg_s": avg,
-        "growth_ratio_runs": ratios, "growth_ratio": ratio,
+        "per_trial_mid_s": c_mid,
+        "per_trial_large_s": c_large,
+        "per_trial_large_runs_s": c_larges,
+        "marginal_s": marginal,
+        "per_trial_mid_makespan_s": c_mid_mk,
+        "per_trial_large_makespan_s": c_large_mk,
+        "driver_cpu_per_trial_s": [cpu_mid, cpu_large],
+        "driver_cpu_first_last_10pct_s": growth,
+        "driver_cpu_growth_ratio": cpu_ratio,
+        "redis_cpu_per_trial_s": [rcpu_mid, rcpu_large],
+        "steady_gap_mean_by_decile_s": profiles,
+        "steady_gap_mean_by_decile_avg_s": avg,
+        "growth_ratio_runs": ratios,
+        "growth_ratio": ratio,
     }
-    b.row(f"scaling: per-trial at {mid} / at {large}", f"{ms(c_mid)} / {ms(c_large)}",
-          f"< {ms(TARGET_DISPATCH_S)}", max(c_mid, c_large) < TARGET_DISPATCH_S)
-    b.row(f"scaling: gap last/first 10 % (avg {reps} runs)", f"{ratio:.2f}", f"<= {TARGET_GROWTH_RATIO}", ok)
-    b.row("scaling: coordinator CPU/trial last/first 10 %", f"{cpu_ratio:.2f}", f"<= {TARGET_GROWTH_RATIO}", ok_cpu)
+    b.row(
+        f"scaling: per-trial at {mid} / at {large}",
+        f"{ms(c_mid)} / {ms(c_large)}",
+        f"< {ms(TARGET_DISPATCH_S)}",
+        max(c_mid, c_large) < TARGET_DISPATCH_S,
+    )
+    b.row(
+        f"scaling: gap last/first 10 % (avg {reps} runs)",
+        f"{ratio:.2f}",
+        f"<= {TARGET_GROWTH_RATIO}",
+        ok,
+    )
+    b.row(
+        "scaling: coordinator CPU/trial last/first 10 %",
+        f"{cpu_ratio:.2f}",
+        f"<= {TARGET_GROWTH_RATIO}",
+        ok_cpu,
+    )
 
 
 # --------------------------------------------------------------------------- 3. utilisation
@@ -541,25 +677,42 @@ def idle_breakdown(result: dict[str, Any], workers: int) -> dict[str, float]:
     last_end = max(t["start"] + t["duration"] for t in ts)
     groups = by_worker(ts)
     head = sum(v[0]["start"] - first for v in groups.values())
-    gaps_list = [b["start"] - (a["start"] + a["duration"]) for v in groups.values()
-                 for a, b in zip(v, v[1:], strict=False)]
+    gaps_list = [
+        b["start"] - (a["start"] + a["duration"])
+        for v in groups.values()
+        for a, b in zip(v, v[1:], strict=False)
+    ]
     tail = sum(last_end - (v[-1]["start"] + v[-1]["duration"]) for v in groups.values())
     missing = (workers - len(groups)) * (last_end - first)  # workers that ran no trial at all
     busy = sum(t["duration"] for t in ts)
-    return {"busy": busy, "head": head, "gaps": sum(gaps_list), "tail": tail + missing,
-            "gap_mean": statistics.fmean(gaps_list) if gaps_list else math.nan,
-            "gap_max": max(gaps_list) if gaps_list else math.nan, "gap_count": len(gaps_list),
-            "span": last_end - first, "last_handout": ts[-1]["start"], "last_end": last_end}
+    return {
+        "busy": busy,
+        "head": head,
+        "gaps": sum(gaps_list),
+        "tail": tail + missing,
+        "gap_mean": statistics.fmean(gaps_list) if gaps_list else math.nan,
+        "gap_max": max(gaps_list) if gaps_list else math.nan,
+        "gap_count": len(gaps_list),
+        "span": last_end - first,
+        "last_handout": ts[-1]["start"],
+        "last_end": last_end,
+    }
 
 
 def bench_utilisation(b: Bench) -> None:
     n = b.sizes["util"]
-    print(f"\n=== 3. utilisation: {n} sleep trials (seconds log-uniform in [0.4, 2.0], 10 steps), "
-          f"{WORKERS} workers, {MASTER}, es_policy none, seed {SEED}")
+    print(
+        f"\n=== 3. utilisation: {n} sleep trials (seconds log-uniform in [0.4, 2.0], 10 steps), "
+        f"{WORKERS} workers, {MASTER}, es_policy none, seed {SEED}"
+    )
     spec = {
-        "name": f"bench-util-{n}", "train_fn": "maggy_core.examples.sleep:train",
-        "searchspace": SLEEP_SPACE, "num_trials": n, "workers": WORKERS,
-        "es_policy": "none", "seed": SEED,
+        "name": f"bench-util-{n}",
+        "train_fn": "maggy_core.examples.sleep:train",
+        "searchspace": SLEEP_SPACE,
+        "num_trials": n,
+        "workers": WORKERS,
+        "es_policy": "none",
+        "seed": SEED,
     }
     r = run(spec, b.tmp)
     d = idle_breakdown(r, WORKERS)
@@ -567,26 +720,51 @@ def bench_utilisation(b: Bench) -> None:
     util = d["busy"] / cap
     util_mk = d["busy"] / (WORKERS * r["makespan"])
     print(f"  {timeline(r)}")
-    print(f"  sum of trial durations {d['busy']:.3f} s; trial span (first start -> last end) {d['span']:.3f} s; "
-          f"capacity {WORKERS} x span = {cap:.3f} worker-s")
-    print(f"  utilisation = busy / (workers x span) = {util:.4f}  (target >= {TARGET_UTILISATION}: "
-          f"{yes(util >= TARGET_UTILISATION)})")
-    print(f"  (over the result's makespan, Spark job start -> end, {r['makespan']:.3f} s: {util_mk:.4f})")
+    print(
+        f"  sum of trial durations {d['busy']:.3f} s; trial span (first start -> last end) {d['span']:.3f} s; "
+        f"capacity {WORKERS} x span = {cap:.3f} worker-s"
+    )
+    print(
+        f"  utilisation = busy / (workers x span) = {util:.4f}  (target >= {TARGET_UTILISATION}: "
+        f"{yes(util >= TARGET_UTILISATION)})"
+    )
+    print(
+        f"  (over the result's makespan, Spark job start -> end, {r['makespan']:.3f} s: {util_mk:.4f})"
+    )
     idle = cap - d["busy"]
     print(f"  idle {idle:.3f} worker-s within the span:")
-    for part, label in (("head", "head: before each worker's first trial"),
-                        ("gaps", f"between trials on a worker ({d['gap_count']} gaps, mean {ms(d['gap_mean'])}, "
-                                 f"max {ms(d['gap_max'])})"),
-                        ("tail", "tail: after each worker's last trial, to the last trial end")):
+    for part, label in (
+        ("head", "head: before each worker's first trial"),
+        (
+            "gaps",
+            f"between trials on a worker ({d['gap_count']} gaps, mean {ms(d['gap_mean'])}, "
+            f"max {ms(d['gap_max'])})",
+        ),
+        ("tail", "tail: after each worker's last trial, to the last trial end"),
+    ):
         share = d[part] / idle if idle > 0 else math.nan
-        print(f"    {label}: {d[part]:.3f} worker-s ({share * 100:.1f} % of idle, "
-              f"{d[part] / cap * 100:.2f} % of capacity)")
-    print(f"  the last trial was handed out {d['last_handout'] - (d['last_end'] - d['span']):.3f} s into the span "
-          f"and ran {d['last_end'] - d['last_handout']:.3f} s: after that only the trials still running "
-          f"use the workers (the tail)")
-    b.figures["utilisation"] = {"trials": n, "utilisation": util, "utilisation_over_makespan": util_mk,
-                                "makespan": r["makespan"], **d}
-    b.row(f"utilisation ({n} sleep trials)", f"{util:.4f}", f">= {TARGET_UTILISATION}", util >= TARGET_UTILISATION)
+        print(
+            f"    {label}: {d[part]:.3f} worker-s ({share * 100:.1f} % of idle, "
+            f"{d[part] / cap * 100:.2f} % of capacity)"
+        )
+    print(
+        f"  the last trial was handed out {d['last_handout'] - (d['last_end'] - d['span']):.3f} s into the span "
+        f"and ran {d['last_end'] - d['last_handout']:.3f} s: after that only the trials still running "
+        f"use the workers (the tail)"
+    )
+    b.figures["utilisation"] = {
+        "trials": n,
+        "utilisation": util,
+        "utilisation_over_makespan": util_mk,
+        "makespan": r["makespan"],
+        **d,
+    }
+    b.row(
+        f"utilisation ({n} sleep trials)",
+        f"{util:.4f}",
+        f">= {TARGET_UTILISATION}",
+        util >= TARGET_UTILISATION,
+    )
 
 
 # --------------------------------------------------------------------------- 4. stop latency
@@ -595,12 +773,20 @@ def bench_utilisation(b: Bench) -> None:
 def bench_stop(b: Bench) -> None:
     n = b.sizes["stop"]
     hb = 1.0
-    print(f"\n=== 4. stop latency: {n} curve trials (20 steps x 0.02 s), median rule, es_min 4, "
-          f"{WORKERS} workers, hb_interval {hb}")
+    print(
+        f"\n=== 4. stop latency: {n} curve trials (20 steps x 0.02 s), median rule, es_min 4, "
+        f"{WORKERS} workers, hb_interval {hb}"
+    )
     spec = {
-        "name": f"bench-stop-{n}", "train_fn": "maggy_core.examples.sleep:curve",
-        "searchspace": CURVE_SPACE, "num_trials": n, "workers": WORKERS,
-        "es_policy": "median", "es_min": 4, "hb_interval": hb, "seed": SEED,
+        "name": f"bench-stop-{n}",
+        "train_fn": "maggy_core.examples.sleep:curve",
+        "searchspace": CURVE_SPACE,
+        "num_trials": n,
+        "workers": WORKERS,
+        "es_policy": "median",
+        "es_min": 4,
+        "hb_interval": hb,
+        "seed": SEED,
     }
     r = run(spec, b.tmp)
     ts = timed(r)
@@ -615,20 +801,37 @@ def bench_stop(b: Bench) -> None:
     engine = (r.get("engine") or {}).get("stop_latencies")
     fig: dict[str, Any] = {"trials": n, "early_stopped": len(stopped), "hb_interval": hb}
     if gaps:
-        print(f"  from the trials (stopped trial's end -> next trial's start on its worker), {len(gaps)} values: "
-              f"median {ms(pct(gaps, 50))}, p95 {ms(pct(gaps, 95))}, max {ms(max(gaps))}")
-        fig["end_to_next_start_s"] = {"median": pct(gaps, 50), "p95": pct(gaps, 95), "max": max(gaps), "n": len(gaps)}
+        print(
+            f"  from the trials (stopped trial's end -> next trial's start on its worker), {len(gaps)} values: "
+            f"median {ms(pct(gaps, 50))}, p95 {ms(pct(gaps, 95))}, max {ms(max(gaps))}"
+        )
+        fig["end_to_next_start_s"] = {
+            "median": pct(gaps, 50),
+            "p95": pct(gaps, 95),
+            "max": max(gaps),
+            "n": len(gaps),
+        }
     if engine is not None:
         lat = [float(x) for x in engine]
-        print("  result['engine']['stop_latencies'] is present: seconds from the stop decision (coordinator)")
-        print("  to that worker being handed its next trial (the coordinator's assign), not to the trial's start")
+        print(
+            "  result['engine']['stop_latencies'] is present: seconds from the stop decision (coordinator)"
+        )
+        print(
+            "  to that worker being handed its next trial (the coordinator's assign), not to the trial's start"
+        )
         source, values = "engine: decision -> next assignment", lat
     else:
-        print("  result['engine']['stop_latencies'] is MISSING: the decision time is not in the result, so the")
-        print("  figure below is only the gap from the stopped trial's end to the next trial's start on that worker")
+        print(
+            "  result['engine']['stop_latencies'] is MISSING: the decision time is not in the result, so the"
+        )
+        print(
+            "  figure below is only the gap from the stopped trial's end to the next trial's start on that worker"
+        )
         source, values = "trials: stopped end -> next start", gaps
     if not values:
-        print("  no stop latency to report (no stopped trial was followed by another trial on its worker)")
+        print(
+            "  no stop latency to report (no stopped trial was followed by another trial on its worker)"
+        )
         b.row("stop latency", "n/a", f"median < {ms(TARGET_STOP_S)}, max <= {hb:.0f} s", None)
         b.figures["stop"] = fig
         return
@@ -639,15 +842,24 @@ def bench_stop(b: Bench) -> None:
     print(f"    p95    {ms(p95)}  (target < {ms(TARGET_STOP_S)}: {yes(ok_p95)})")
     print(f"    max    {ms(mx)}  (target never more than hb_interval = {hb:.1f} s: {yes(ok_max)})")
     if engine is not None and gaps:
-        print(f"  so decision -> next assignment (median {ms(med)}) vs stopped end -> next start on the worker "
-              f"(median {ms(pct(gaps, 50))})")
+        print(
+            f"  so decision -> next assignment (median {ms(med)}) vs stopped end -> next start on the worker "
+            f"(median {ms(pct(gaps, 50))})"
+        )
     step_seconds = 0.02  # curve's default report interval
     if engine is not None:
-        print(f"  a worker sees a stop only at its trial's next report, {step_seconds * 1000:.0f} ms later with curve's "
-              f"step_seconds, so roughly {ms(med - step_seconds)} of the median is the engine's own")
+        print(
+            f"  a worker sees a stop only at its trial's next report, {step_seconds * 1000:.0f} ms later with curve's "
+            f"step_seconds, so roughly {ms(med - step_seconds)} of the median is the engine's own"
+        )
     fig.update({"source": source, "median_s": med, "p95_s": p95, "max_s": mx, "n": len(values)})
     b.figures["stop"] = fig
-    b.row("stop latency median / p95", f"{ms(med)} / {ms(p95)}", f"< {ms(TARGET_STOP_S)}", ok_med and ok_p95)
+    b.row(
+        "stop latency median / p95",
+        f"{ms(med)} / {ms(p95)}",
+        f"< {ms(TARGET_STOP_S)}",
+        ok_med and ok_p95,
+    )
     b.row("stop latency max", ms(mx), f"<= hb_interval {hb:.1f} s", ok_max)
 
 
@@ -685,7 +897,9 @@ class TreeSampler(threading.Thread):
         self.maps_denied: set[str] = set()
         self.maps_checked: set[int] = set()
         self.created: dict[int, tuple[str, float]] = {}  # pid -> (kind, create time)
-        self.packages: dict[str, set[str]] = defaultdict(set)  # process kind -> site-packages with mapped files
+        self.packages: dict[str, set[str]] = defaultdict(
+            set
+        )  # process kind -> site-packages with mapped files
         self.t0 = time.monotonic()
 
     def _procs(self) -> list[Any]:
@@ -710,7 +924,11 @@ class TreeSampler(threading.Thread):
             except Exception:
                 pcmd = []
             # The JVM's own command line names the daemon module too (--conf): look for a Python parent.
-            if pcmd and "python" in os.path.basename(pcmd[0]) and any(d in " ".join(pcmd) for d in DAEMONS):
+            if (
+                pcmd
+                and "python" in os.path.basename(pcmd[0])
+                and any(d in " ".join(pcmd) for d in DAEMONS)
+            ):
                 return "python worker (forked by the daemon)"
             return f"python daemon ({next(d for d in DAEMONS if d in text)})"
         if "maggy" in text and " run " in f" {text} ":
@@ -732,7 +950,11 @@ class TreeSampler(threading.Thread):
                 # Relabelled every sample: spark-submit's shell script execs into java.
                 # A recognised kind is kept: at the end a worker outlives its daemon.
                 known = self.created.get(p.pid)
-                if known is None or known[0] not in RECOGNISED and not known[0].startswith("python "):
+                if (
+                    known is None
+                    or known[0] not in RECOGNISED
+                    and not known[0].startswith("python ")
+                ):
                     with contextlib.suppress(self.psutil.Error):
                         self.created[p.pid] = (self._label(p), p.create_time())
             self.samples += 1
@@ -740,7 +962,10 @@ class TreeSampler(threading.Thread):
             if total > self.peak:
                 self.peak = total
                 self.peak_at = time.monotonic() - self.t0
-                self.peak_detail = [(f"{self.created.get(p.pid, (self._label(p),))[0]} [{p.pid}]", rss) for p, rss in detail]
+                self.peak_detail = [
+                    (f"{self.created.get(p.pid, (self._label(p),))[0]} [{p.pid}]", rss)
+                    for p, rss in detail
+                ]
             now = time.monotonic()
             if now >= next_maps:
                 next_maps = now + self.maps_every
@@ -753,7 +978,9 @@ class TreeSampler(threading.Thread):
                                 self.tf_paths.add(m.path)
                             if "site-packages/" in m.path:
                                 pkg = m.path.split("site-packages/", 1)[1].split("/", 1)[0]
-                                self.packages[self.created.get(p.pid, (self._label(p),))[0]].add(pkg)
+                                self.packages[self.created.get(p.pid, (self._label(p),))[0]].add(
+                                    pkg
+                                )
                         self.maps_checked.add(p.pid)
                     except self.psutil.AccessDenied:
                         self.maps_denied.add(f"{p.pid}")
@@ -765,13 +992,19 @@ class TreeSampler(threading.Thread):
 
 def bench_wholerun(b: Bench) -> None:
     n = b.sizes["wholerun"]
-    print(f"\n=== 5. whole run: `maggy run` CLI subprocess, {n} sleep trials as in 3, {MASTER}, Spark start-up included")
+    print(
+        f"\n=== 5. whole run: `maggy run` CLI subprocess, {n} sleep trials as in 3, {MASTER}, Spark start-up included"
+    )
     import yaml
 
     spec = {
-        "name": f"bench-cli-{n}", "train_fn": "maggy_core.examples.sleep:train",
-        "searchspace": SLEEP_SPACE, "num_trials": n, "workers": WORKERS,
-        "es_policy": "none", "seed": SEED,
+        "name": f"bench-cli-{n}",
+        "train_fn": "maggy_core.examples.sleep:train",
+        "searchspace": SLEEP_SPACE,
+        "num_trials": n,
+        "workers": WORKERS,
+        "es_policy": "none",
+        "seed": SEED,
     }
     spec_path = b.tmp / f"bench-cli-{n}.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
@@ -797,9 +1030,14 @@ def bench_wholerun(b: Bench) -> None:
 
     (rc, wall, t0_unix, sampler, results, err_path), other_cores = quietly("the CLI run", attempt)
     proc_pid = sampler.root.pid
-    print(f"  exit code {rc}, wall {wall:.2f} s  (target < {TARGET_WALL_S:.0f} s: {yes(wall < TARGET_WALL_S)})")
+    print(
+        f"  exit code {rc}, wall {wall:.2f} s  (target < {TARGET_WALL_S:.0f} s: {yes(wall < TARGET_WALL_S)})"
+    )
     if rc != 0:
-        print("  stderr tail:\n    " + "\n    ".join(err_path.read_text(errors="replace").splitlines()[-15:]))
+        print(
+            "  stderr tail:\n    "
+            + "\n    ".join(err_path.read_text(errors="replace").splitlines()[-15:])
+        )
     result_files = list(results.glob("*/result.json"))
     trial_part, ph = None, None
     if result_files:
@@ -809,19 +1047,34 @@ def bench_wholerun(b: Bench) -> None:
         trial_part = last_end - first
         ph = phases(r)
         print("  where the wall time went:")
-        print(f"    {r['started'] - t0_unix:6.2f} s  process start -> experiment created (imports, spec, Redis)")
-        print(f"    {ph['spark_context']:6.2f} s  -> Spark job start (JVM launch via spark-submit, SparkContext)")
-        print(f"    {ph['workers_up']:6.2f} s  -> first trial start (task launch, Python workers start, register)")
-        print(f"    {ph['trials']:6.2f} s  trials: first start -> last end (sum of durations {sum(t['duration'] for t in ts):.2f} "
-              f"worker-s = {sum(t['duration'] for t in ts) / WORKERS:.2f} s on {WORKERS} workers)")
-        print(f"    {t0_unix + wall - last_end:6.2f} s  last trial end -> process exit (result, Spark stop, JVM exit)")
+        print(
+            f"    {r['started'] - t0_unix:6.2f} s  process start -> experiment created (imports, spec, Redis)"
+        )
+        print(
+            f"    {ph['spark_context']:6.2f} s  -> Spark job start (JVM launch via spark-submit, SparkContext)"
+        )
+        print(
+            f"    {ph['workers_up']:6.2f} s  -> first trial start (task launch, Python workers start, register)"
+        )
+        print(
+            f"    {ph['trials']:6.2f} s  trials: first start -> last end (sum of durations {sum(t['duration'] for t in ts):.2f} "
+            f"worker-s = {sum(t['duration'] for t in ts) / WORKERS:.2f} s on {WORKERS} workers)"
+        )
+        print(
+            f"    {t0_unix + wall - last_end:6.2f} s  last trial end -> process exit (result, Spark stop, JVM exit)"
+        )
         job_start = r["ended"] - r["makespan"]
-        print("  process and trial events, seconds after the CLI was started (process creation times +-0.01 s):")
+        print(
+            "  process and trial events, seconds after the CLI was started (process creation times +-0.01 s):"
+        )
         # psutil's create times are boot time + clock ticks, off by some 0.1 s from time.time():
         # shift them so that the CLI process was created at the moment it was started.
         skew = sampler.created[proc_pid][1] - t0_unix if proc_pid in sampler.created else 0.0
-        events = [(c - skew - t0_unix, f"{kind} created [{pid}]") for pid, (kind, c) in sampler.created.items()
-                  if ("python" in kind or kind == "jvm") and pid != proc_pid]
+        events = [
+            (c - skew - t0_unix, f"{kind} created [{pid}]")
+            for pid, (kind, c) in sampler.created.items()
+            if ("python" in kind or kind == "jvm") and pid != proc_pid
+        ]
         events.append((r["started"] - t0_unix, "experiment created (coordinator)"))
         events.append((job_start - t0_unix, "Spark job start (SparkContext ready)"))
         for w, v in sorted(by_worker(ts).items()):
@@ -830,30 +1083,55 @@ def bench_wholerun(b: Bench) -> None:
             print(f"    {at:6.2f}  {what}")
     gb = sampler.peak / 1e9
     ok_mem = sampler.peak < TARGET_MEM_BYTES
-    print(f"  peak RSS of the process tree: {gb:.3f} GB at t={sampler.peak_at:.1f} s "
-          f"(target < {TARGET_MEM_BYTES / 1e9:.1f} GB: {yes(ok_mem)}); {sampler.samples} samples every 50 ms, "
-          f"up to {sampler.max_procs} processes")
+    print(
+        f"  peak RSS of the process tree: {gb:.3f} GB at t={sampler.peak_at:.1f} s "
+        f"(target < {TARGET_MEM_BYTES / 1e9:.1f} GB: {yes(ok_mem)}); {sampler.samples} samples every 50 ms, "
+        f"up to {sampler.max_procs} processes"
+    )
     print("  at the peak (RSS per process; RSS double-counts pages shared by forked workers):")
     for label, rss in sorted(sampler.peak_detail, key=lambda x: -x[1]):
         if rss:
             print(f"    {rss / 1e6:8.1f} MB  {label}")
-    print(f"  peak PSS of the tree (shared pages split, sampled every 1 s): {sampler.peak_pss / 1e9:.3f} GB")
+    print(
+        f"  peak PSS of the tree (shared pages split, sampled every 1 s): {sampler.peak_pss / 1e9:.3f} GB"
+    )
     tf = bool(sampler.tf_paths)
-    denied = f"; memory maps denied for pids {sorted(sampler.maps_denied)}" if sampler.maps_denied else ""
-    print(f"  tensorflow mapped by any process of the tree: {'YES' if tf else 'no'} "
-          f"(memory maps of {len(sampler.maps_checked)} processes checked{denied})")
+    denied = (
+        f"; memory maps denied for pids {sorted(sampler.maps_denied)}"
+        if sampler.maps_denied
+        else ""
+    )
+    print(
+        f"  tensorflow mapped by any process of the tree: {'YES' if tf else 'no'} "
+        f"(memory maps of {len(sampler.maps_checked)} processes checked{denied})"
+    )
     for path in sorted(sampler.tf_paths)[:10]:
         print(f"    {path}")
     if sampler.packages:
         print("  site-packages with native files mapped, per kind of process:")
         for label, pkgs in sorted(sampler.packages.items()):
             print(f"    {label}: {', '.join(sorted(pkgs)) or '-'}")
-    b.figures["wholerun"] = {"trials": n, "exit_code": rc, "wall_s": wall, "other_cores": other_cores, "trial_span_s": trial_part, "phases": ph,
-                             "packages_mapped": {k: sorted(v) for k, v in sampler.packages.items()},
-                             "peak_rss_bytes": sampler.peak, "peak_pss_bytes": sampler.peak_pss,
-                             "peak_detail": sampler.peak_detail, "tensorflow_mapped": tf,
-                             "tensorflow_paths": sorted(sampler.tf_paths), "processes_max": sampler.max_procs}
-    b.row(f"whole run wall ({n} trials, CLI)", f"{wall:.2f} s", f"< {TARGET_WALL_S:.0f} s", wall < TARGET_WALL_S and rc == 0)
+    b.figures["wholerun"] = {
+        "trials": n,
+        "exit_code": rc,
+        "wall_s": wall,
+        "other_cores": other_cores,
+        "trial_span_s": trial_part,
+        "phases": ph,
+        "packages_mapped": {k: sorted(v) for k, v in sampler.packages.items()},
+        "peak_rss_bytes": sampler.peak,
+        "peak_pss_bytes": sampler.peak_pss,
+        "peak_detail": sampler.peak_detail,
+        "tensorflow_mapped": tf,
+        "tensorflow_paths": sorted(sampler.tf_paths),
+        "processes_max": sampler.max_procs,
+    }
+    b.row(
+        f"whole run wall ({n} trials, CLI)",
+        f"{wall:.2f} s",
+        f"< {TARGET_WALL_S:.0f} s",
+        wall < TARGET_WALL_S and rc == 0,
+    )
     b.row("whole run peak RSS (tree)", f"{gb:.3f} GB", f"< {TARGET_MEM_BYTES / 1e9:.1f} GB", ok_mem)
     b.row("tensorflow mapped in the tree", "yes" if tf else "no", "no", not tf)
 
@@ -882,7 +1160,9 @@ class _ForeignSampler(threading.Thread):
 
         me = os.getpid()
         rows = {}
-        for p in psutil.process_iter(["pid", "ppid", "create_time", "cpu_times", "name", "cmdline"]):
+        for p in psutil.process_iter(
+            ["pid", "ppid", "create_time", "cpu_times", "name", "cmdline"]
+        ):
             info = p.info
             if info["cpu_times"] is None or info["create_time"] is None:
                 continue
@@ -911,7 +1191,9 @@ class _ForeignSampler(threading.Thread):
                     self.per[key] += delta
                     if key not in self.labels:
                         cmd = info["cmdline"] or [info["name"] or "?"]
-                        self.labels[key] = " ".join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd))[:60]
+                        self.labels[key] = " ".join(
+                            os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd)
+                        )[:60]
 
     def run(self) -> None:
         while True:
@@ -949,7 +1231,9 @@ class OtherCpu:
     def top(self, k: int = 3) -> str:
         """The ``k`` other processes that used the most CPU since the start."""
         _total, per = _foreign().snapshot()
-        deltas = sorted(((v - self.per0.get(key, 0.0), key) for key, v in per.items()), reverse=True)[:k]
+        deltas = sorted(
+            ((v - self.per0.get(key, 0.0), key) for key, v in per.items()), reverse=True
+        )[:k]
         labels = _foreign().labels
         return "; ".join(f"{labels.get(key, key[0])} {d:.1f} s" for d, key in deltas if d >= 0.5)
 
@@ -967,7 +1251,9 @@ def wait_for_quiet(limit: float, window: float = 3.0, cores: float = 0.2) -> Non
                 print(f"\n[waited {waited:.0f} s for the machine to be quiet]")
             return
         if time.monotonic() - t0 > limit:
-            print(f"\n[machine still busy after {limit:.0f} s ({other / secs:.2f} cores used by others): going on]")
+            print(
+                f"\n[machine still busy after {limit:.0f} s ({other / secs:.2f} cores used by others): going on]"
+            )
             return
 
 
@@ -985,17 +1271,38 @@ MEASURES = {
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
-    p.add_argument("--only", choices=sorted(MEASURES), action="append", help="run only this measure (repeatable)")
+    p.add_argument(
+        "--only",
+        choices=sorted(MEASURES),
+        action="append",
+        help="run only this measure (repeatable)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
-    p.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
-                   help="before each experiment, wait up to SECONDS for other processes to use < 0.2 cores")
-    p.add_argument("--retries", type=int, default=0, metavar="N",
-                   help=f"run an experiment up to N more times while other processes use > {DISTURBED} cores during it")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory (specs, results, CLI logs)")
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each experiment, wait up to SECONDS for other processes to use < 0.2 cores",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"run an experiment up to N more times while other processes use > {DISTURBED} cores during it",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (specs, results, CLI logs)",
+    )
     args = p.parse_args(argv)
     QUIET["wait"], QUIET["retries"] = args.wait_idle, args.retries
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("maggy").setLevel(logging.WARNING)
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
@@ -1006,10 +1313,14 @@ def main(argv: list[str] | None = None) -> int:
     import pyspark
 
     load = os.getloadavg()
-    print(f"maggy engine benchmark {datetime.now().isoformat(timespec='seconds')}  "
-          f"({'quick' if args.quick else 'full'}: {sizes})")
-    print(f"python {sys.version.split()[0]}, pyspark {pyspark.__version__}, {os.cpu_count()} cores, "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; temp dir {tmp}")
+    print(
+        f"maggy engine benchmark {datetime.now().isoformat(timespec='seconds')}  "
+        f"({'quick' if args.quick else 'full'}: {sizes})"
+    )
+    print(
+        f"python {sys.version.split()[0]}, pyspark {pyspark.__version__}, {os.cpu_count()} cores, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; temp dir {tmp}"
+    )
     t_all = time.monotonic()
     try:
         for name in [n for n in MEASURES if n in names]:
@@ -1027,14 +1338,18 @@ def main(argv: list[str] | None = None) -> int:
             other, secs = meter.stop()
             b.interference[name] = other / secs if secs else math.nan
             top = meter.top()
-            print(f"  [other processes on the machine (not this benchmark, not Redis) used {other:.1f} CPU-s in "
-                  f"{secs:.0f} s = {other / secs:.2f} of {os.cpu_count()} cores during {name}, waits included"
-                  f"{' (mostly: ' + top + ')' if top else ''}]")
+            print(
+                f"  [other processes on the machine (not this benchmark, not Redis) used {other:.1f} CPU-s in "
+                f"{secs:.0f} s = {other / secs:.2f} of {os.cpu_count()} cores during {name}, waits included"
+                f"{' (mostly: ' + top + ')' if top else ''}]"
+            )
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\n=== summary ({'quick' if args.quick else 'full'} run, {time.monotonic() - t_all:.0f} s in all)")
+    print(
+        f"\n=== summary ({'quick' if args.quick else 'full'} run, {time.monotonic() - t_all:.0f} s in all)"
+    )
     w1 = max([len(r[0]) for r in b.summary] + [7])
     w2 = max([len(r[1]) for r in b.summary] + [6])
     w3 = max([len(r[2]) for r in b.summary] + [6])
@@ -1042,12 +1357,21 @@ def main(argv: list[str] | None = None) -> int:
     for measure, figure, target, met in b.summary:
         print(f"  {measure:<{w1}}  {figure:>{w2}}  {target:<{w3}}  {yes(met)}")
     if b.interference:
-        print("  other processes' CPU during each measure (cores): "
-              + ", ".join(f"{k} {v:.2f}" for k, v in b.interference.items()))
+        print(
+            "  other processes' CPU during each measure (cores): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in b.interference.items())
+        )
     if args.json:
-        out = {"interference_cores": b.interference, "date": datetime.now().isoformat(timespec="seconds"), "quick": args.quick, "sizes": sizes,
-               "figures": b.figures,
-               "summary": [dict(zip(("measure", "figure", "target", "met"), r, strict=True)) for r in b.summary]}
+        out = {
+            "interference_cores": b.interference,
+            "date": datetime.now().isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "sizes": sizes,
+            "figures": b.figures,
+            "summary": [
+                dict(zip(("measure", "figure", "target", "met"), r, strict=True)) for r in b.summary
+            ],
+        }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")

@@ -37,7 +37,6 @@ output shows the cores other processes used during each run. Nothing is asserted
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -49,7 +48,6 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-from datetime import datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
 # _common sets PYTHONPATH for the Spark workers when imported, before Spark starts.
@@ -522,32 +520,26 @@ def main(argv: list[str] | None = None) -> int:
     if same and "sh" in methods:
         print(f"  ASHA's first configurations are sync SH's: {'yes' if all(same) else 'NO'}")
     text, met = verdict(ratios, summary)
-    print(f"\n{text}")
-    print(
-        f"({mode} run, {time.monotonic() - t_all:.0f} s in all; the machine's other load changes "
-        "the figures: see 'others' cores')"
+    _common.finish(
+        args,
+        mode,
+        t_all,
+        text,
+        met,
+        {
+            "sizes": sizes,
+            "workers": WORKERS,
+            "master": MASTER,
+            "rungs": rungs(),
+            "total_budget": total,
+            "sh_rung_sizes": sh_sizes(total),
+            "best_possible": best_possible,
+            "target_metric": target,
+            "runs": runs,
+            "means": summary,
+            "ratios": ratios,
+        },
     )
-    if args.json:
-        _common.write_json(
-            args.json,
-            {
-                "date": datetime.now().isoformat(timespec="seconds"),
-                "quick": args.quick,
-                "sizes": sizes,
-                "workers": WORKERS,
-                "master": MASTER,
-                "rungs": rungs(),
-                "total_budget": total,
-                "sh_rung_sizes": sh_sizes(total),
-                "best_possible": best_possible,
-                "target_metric": target,
-                "runs": runs,
-                "means": summary,
-                "ratios": ratios,
-                "verdict": {"text": text, "met": met},
-                "load_average": os.getloadavg(),
-            },
-        )
     return 1 if failed else 0
 
 
