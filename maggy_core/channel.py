@@ -224,20 +224,20 @@ def touch_follower(client: Any, experiment_id: str, who: str, lease: float) -> N
     trigger) is still there. A coordinator started with a follower lease stops the
     experiment when nobody has said so for longer than the lease; the key expires
     after ``lease`` seconds, so a follower must touch it more often than that."""
-    client.set(
-        key_prefix(experiment_id) + FOLLOWER,
-        json.dumps({"v": SCHEMA_VERSION, "who": who, "at": time.time()}),
-        ex=max(1, math.ceil(lease)),
-    )
+    key, value, ttl = _follower_record(experiment_id, who, lease)
+    client.set(key, value, ex=ttl)
 
 
 async def touch_follower_async(client: Any, experiment_id: str, who: str, lease: float) -> None:
     """:func:`touch_follower` with a ``redis.asyncio`` client."""
-    await client.set(
-        key_prefix(experiment_id) + FOLLOWER,
-        json.dumps({"v": SCHEMA_VERSION, "who": who, "at": time.time()}),
-        ex=max(1, math.ceil(lease)),
-    )
+    key, value, ttl = _follower_record(experiment_id, who, lease)
+    await client.set(key, value, ex=ttl)
+
+
+def _follower_record(experiment_id: str, who: str, lease: float) -> tuple[str, str, int]:
+    """Key, JSON value and lifetime in whole seconds of a follower's word."""
+    value = json.dumps({"v": SCHEMA_VERSION, "who": who, "at": time.time()})
+    return key_prefix(experiment_id) + FOLLOWER, value, max(1, math.ceil(lease))
 
 
 class WorkerChannel(_Channel):

@@ -29,7 +29,7 @@ from maggy_core.optimizers import DONE, WAIT, Optimizer, Suggestion
 from maggy_core.results import ResultStore
 from maggy_core.spec import ExperimentSpec
 from maggy_core.stopping import StoppingRule
-from maggy_core.trial import FrozenTrial, TrialStatus
+from maggy_core.trial import FrozenTrial, TrialStatus, best_rank
 
 log = logging.getLogger("maggy")
 
@@ -434,13 +434,8 @@ class Coordinator:
         if trial.metric is None or trial.status is TrialStatus.FAILED:
             return
         best = self.best
-        # Finished trials rank above early-stopped ones: a stopped trial's last
-        # value is a partial result.
-        rank = (trial.status is TrialStatus.FINISHED, self.sign * trial.metric)
-        if best is None or rank > (
-            best.status is TrialStatus.FINISHED,
-            self.sign * (best.metric or 0.0),
-        ):
+        rank = best_rank(trial.status, trial.metric, self.sign)
+        if best is None or rank > best_rank(best.status, best.metric or 0.0, self.sign):
             self.best = trial
 
     # ---------------------------------------------------------------- dispatch

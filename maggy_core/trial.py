@@ -25,6 +25,14 @@ class TrialStatus(enum.StrEnum):
         return self in (TrialStatus.FINISHED, TrialStatus.EARLY_STOPPED, TrialStatus.FAILED)
 
 
+def best_rank(status: str, metric: float, sign: float) -> tuple[bool, float]:
+    """How ended trials rank for "best" (larger is better): finished above
+    early-stopped, since a stopped trial's last value is a partial result, then by
+    ``sign * metric`` (``sign`` 1 for ``direction: max``, -1 for ``min``). Failed
+    trials and trials without a metric never rank."""
+    return (status == TrialStatus.FINISHED, sign * metric)
+
+
 @dataclass(frozen=True)
 class FrozenTrial:
     """An immutable snapshot of one trial.

@@ -78,39 +78,13 @@ def _result(experiment_id: str) -> dict[str, Any] | None:
     folder = _folder(experiment_id)
     if folder is None:
         return None
-    if _resumed(folder):
-        return _journal_result(experiment_id, folder)
+    # A resumed run moves the earlier run's result.json aside as it starts
+    # (ResultStore.retire_result), so a result.json is always the latest run's.
     try:
         result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return _journal_result(experiment_id, folder)
     return result if isinstance(result, dict) else None
-
-
-def _resumed(folder: Path) -> bool:
-    """Whether the experiment runs again after it wrote ``result.json``.
-
-    A retry of the Airflow task resumes the experiment, and the ``result.json``
-    of the try before stays until the new run writes its own: the journal has
-    records newer than that file, and its last one does not end a run. Only the
-    journal's last line is read, so ended experiments stay cheap to show.
-    """
-    try:
-        written = (folder / "result.json").stat().st_mtime
-        lines, _ = _tail(folder / "journal.jsonl", 1)
-    except OSError:
-        return False
-    if not lines:
-        return False
-    try:
-        last = json.loads(lines[-1])
-    except ValueError:
-        return True  # a record is being written: the run goes on
-    if not isinstance(last, dict) or last.get("type") == "ended":
-        return False
-    # The runner writes result.json and then appends "ended": a driver killed
-    # in between leaves a journal whose last record is older than the file.
-    return _number(last.get("time")) and float(last["time"]) > written
 
 
 def _journal_result(experiment_id: str, folder: Path) -> dict[str, Any] | None:
@@ -171,8 +145,9 @@ def _journal_result(experiment_id: str, folder: Path) -> dict[str, Any] | None:
 
 
 def _best(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
-    """The best trial so far: finished above early-stopped (a stopped trial's last
-    value is a partial result), then by metric; failed trials never count."""
+    """The best trial so far, ranked as the coordinator ranks it."""
+    from maggy_core.trial import best_rank
+
     sign = 1.0 if direction == "max" else -1.0
     ranked = [
         t
@@ -181,7 +156,7 @@ def _best(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | None
     ]
     if not ranked:
         return None
-    best = max(ranked, key=lambda t: (t["status"] == "finished", sign * float(t["metric"])))
+    best = max(ranked, key=lambda t: best_rank(t["status"], float(t["metric"]), sign))
     return {k: best.get(k) for k in ("trial_id", "params", "metric", "status")}
 
 
