@@ -1,0 +1,75 @@
+"""The ``[maggy]`` settings, read the same way by the operator and the plugin.
+
+Each setting comes from Airflow's configuration (``airflow.cfg`` or
+``AIRFLOW__MAGGY__<OPTION>``; the section and its defaults are registered by
+:mod:`maggy_airflow.get_provider_info`), then from the engine's own ``MAGGY_*``
+variable where one exists, so a deployment can set it once for Airflow and the
+command line alike. Airflow is imported only when a setting is read.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+SECTION = "maggy"
+
+
+def _get(option: str) -> str:
+    """The option's value from Airflow's configuration, ``""`` when unset."""
+    try:
+        from airflow.sdk import conf
+    except ImportError:  # pragma: no cover - an Airflow without the task SDK
+        from airflow.configuration import conf  # type: ignore[no-redef]
+    value: Any = conf.get(SECTION, option, fallback="")
+    return "" if value is None else str(value).strip()
+
+
+def results_dir() -> str:
+    """Where experiments keep their files: ``[maggy] results_dir``, else
+    ``$MAGGY_RESULTS_DIR``, else ``$AIRFLOW_HOME/maggy-results``."""
+    value = _get("results_dir") or os.environ.get("MAGGY_RESULTS_DIR", "")
+    if value:
+        return value
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return os.path.join(home, "maggy-results")
+
+
+def results_conn_id() -> str | None:
+    """The connection whose credentials reach an object-store ``results_dir``."""
+    return _get("results_conn_id") or None
+
+
+def redis_conn_id() -> str:
+    """The Redis connection of the channel (``redis_default`` unless configured)."""
+    return _get("redis_conn_id") or "redis_default"
+
+
+def follower_lease() -> float:
+    """Seconds without word from the following task after which an experiment stops.
+
+    Raises:
+        ValueError: the configured value is not a number of seconds > 0.
+    """
+    raw = _get("follower_lease") or "600"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"[maggy] follower_lease must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+def default_workers() -> int | None:
+    """Parallel trials when neither the spec nor the operator says; None: the spec's default.
+
+    Raises:
+        ValueError: the configured value is not a whole number >= 1.
+    """
+    raw = _get("default_workers")
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"[maggy] default_workers must be a whole number >= 1, got {raw!r}")
+    return int(raw)

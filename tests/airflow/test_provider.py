@@ -1,0 +1,151 @@
+"""maggy-airflow is an Airflow provider: Airflow's CLI lists it and its [maggy] settings.
+
+The CLI runs in a fresh AIRFLOW_HOME per test, as a user's ``airflow`` would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from maggy_airflow import settings
+from maggy_airflow.get_provider_info import CONFIG_OPTIONS, get_provider_info
+
+pytestmark = pytest.mark.airflow
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def _airflow(tmp_path: Path, *args: str, **env: str) -> str:
+    full = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__MAGGY__")},
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **env,
+    }
+    out = subprocess.run(
+        [AIRFLOW, *args], capture_output=True, text=True, env=full, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_the_provider_info_is_valid_for_airflow():
+    import jsonschema
+    from airflow.providers_manager import _create_provider_info_schema_validator
+
+    info = get_provider_info()
+    _create_provider_info_schema_validator().validate(info)  # raises when it is not
+    assert info["package-name"] == "maggy-airflow"
+    assert set(info["config"]["maggy"]["options"]) == {
+        "results_dir",
+        "results_conn_id",
+        "redis_conn_id",
+        "follower_lease",
+        "default_workers",
+    }
+    with pytest.raises(jsonschema.ValidationError):
+        _create_provider_info_schema_validator().validate({**info, "plugins": "maggy"})
+
+
+def test_every_module_and_class_the_provider_names_imports():
+    from importlib import import_module
+
+    def import_string(path: str) -> object:
+        module, _, name = path.rpartition(".")
+        return getattr(import_module(module), name)
+
+    info = get_provider_info()
+    for kind in ("operators", "hooks", "triggers"):
+        for entry in info[kind]:
+            for module in entry["python-modules"]:
+                import_module(module)
+    for path in [*info["extra-links"], *(p["plugin-class"] for p in info["plugins"])]:
+        assert import_string(path) is not None
+
+
+def test_airflow_lists_the_provider(tmp_path):
+    providers = json.loads(_airflow(tmp_path, "providers", "list", "-o", "json"))
+    ours = [p for p in providers if p["package_name"] == "maggy-airflow"]
+    assert len(ours) == 1
+    assert "hyperparameter" in ours[0]["description"]
+
+
+def test_airflow_config_shows_the_maggy_section_and_its_defaults(tmp_path):
+    out = _airflow(tmp_path, "config", "list", "--section", "maggy", "--show-values")
+    assert "[maggy]" in out
+    lines = {
+        line.split("=", 1)[0].strip(): line.split("=", 1)[1].strip()
+        for line in out.splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert lines["redis_conn_id"] == CONFIG_OPTIONS["redis_conn_id"]["default"] == "redis_default"
+    assert lines["follower_lease"] == "600"
+    assert set(CONFIG_OPTIONS) <= set(lines)
+
+
+def test_a_setting_comes_from_the_environment_as_airflow_reads_it(tmp_path):
+    out = _airflow(
+        tmp_path,
+        "config",
+        "get-value",
+        "maggy",
+        "results_dir",
+        AIRFLOW__MAGGY__RESULTS_DIR="s3://ml-results/maggy",
+    )
+    assert out.strip() == "s3://ml-results/maggy"
+
+
+@pytest.mark.parametrize("lazy", ["True", "False"])
+def test_the_plugin_loads_once_however_providers_are_discovered(tmp_path, lazy):
+    plugins = json.loads(
+        _airflow(tmp_path, "plugins", "-o", "json", AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS=lazy)
+    )
+    assert [p["name"] for p in plugins].count("maggy") == 1
+
+
+def test_settings_precedence(monkeypatch, tmp_path):
+    for name in ("AIRFLOW__MAGGY__RESULTS_DIR", "MAGGY_RESULTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    assert settings.results_dir() == str(tmp_path / "maggy-results")
+    monkeypatch.setenv("MAGGY_RESULTS_DIR", "/data/maggy")
+    assert settings.results_dir() == "/data/maggy"
+    monkeypatch.setenv("AIRFLOW__MAGGY__RESULTS_DIR", "s3://bucket/prefix")
+    assert settings.results_dir() == "s3://bucket/prefix"
+
+    monkeypatch.delenv("AIRFLOW__MAGGY__REDIS_CONN_ID", raising=False)
+    assert settings.redis_conn_id() == "redis_default"
+    monkeypatch.setenv("AIRFLOW__MAGGY__REDIS_CONN_ID", "redis_maggy")
+    assert settings.redis_conn_id() == "redis_maggy"
+    monkeypatch.setenv("AIRFLOW__MAGGY__RESULTS_CONN_ID", "aws_default")
+    assert settings.results_conn_id() == "aws_default"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "read"),
+    [
+        ("FOLLOWER_LEASE", "soon", settings.follower_lease),
+        ("FOLLOWER_LEASE", "-5", settings.follower_lease),
+        ("DEFAULT_WORKERS", "0", settings.default_workers),
+        ("DEFAULT_WORKERS", "two", settings.default_workers),
+    ],
+)
+def test_a_bad_setting_names_the_option(monkeypatch, option, value, read):
+    monkeypatch.setenv(f"AIRFLOW__MAGGY__{option}", value)
+    with pytest.raises(ValueError, match=rf"\[maggy\] {option.lower()} must be"):
+        read()
+
+
+def test_numeric_settings(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__MAGGY__FOLLOWER_LEASE", "120")
+    monkeypatch.setenv("AIRFLOW__MAGGY__DEFAULT_WORKERS", "4")
+    assert settings.follower_lease() == 120.0
+    assert settings.default_workers() == 4
+    monkeypatch.setenv("AIRFLOW__MAGGY__DEFAULT_WORKERS", "")
+    assert settings.default_workers() is None
