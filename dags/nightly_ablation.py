@@ -16,6 +16,11 @@ component whose effect changed significantly is flagged ``changed``.
 The DAG param ``signal_only`` simulates a night whose data drifted: every other
 feature column is shuffled, so only the listed columns still carry the signal
 (the trigger form takes it, e.g. ``["worst_radius", "worst_perimeter", "worst_area"]``).
+
+Its outputs are Airflow Assets: ``write_dataset`` updates :data:`TABLE` (the folder
+of the daily tables) and ``summarize`` updates :data:`SUMMARY`, whose event carries
+the components that are significant and those whose effect changed. The DAG
+``ablation_watch`` is scheduled on :data:`SUMMARY` and acts on the changes.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Asset, Param, task
 
 from maggy_airflow.operators import MaggyOperator
 
 DATA_DIR = os.environ.get("MAGGY_DATA_DIR") or os.path.join(
     os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow"), "maggy-data"
 )
+
+#: The folder of the daily tables (one Parquet file a day).
+TABLE = Asset(name="nightly_breast_cancer_table", uri=f"file://{os.path.abspath(DATA_DIR)}")
+#: The study's summary; ``ablation_watch`` (same name there) is scheduled on it.
+SUMMARY = Asset(name="nightly_ablation_summary", uri="maggy://nightly_ablation/summary")
 
 #: The study, as in a spec file; the day's table comes from the upstream task.
 STUDY = {
@@ -66,7 +76,7 @@ with DAG(
     tags=["maggy", "example", "ablation"],
 ) as dag:
 
-    @task
+    @task(outlets=[TABLE])
     def write_dataset(params: dict | None = None, ds: str | None = None) -> str:
         """Write the day's table; its path goes to the study through XCom."""
         from maggy_core.examples.tabular import write_dataset as write
@@ -85,8 +95,8 @@ with DAG(
     )
     data >> study
 
-    @task
-    def summarize(summary: dict) -> dict:
+    @task(outlets=[SUMMARY])
+    def summarize(summary: dict, outlet_events=None) -> dict:
         """Report each component's effect, and the ones that changed since the
         earlier nights; a real pipeline would alert or publish here."""
 
@@ -102,10 +112,13 @@ with DAG(
                 + ("  significant" if row["significant"] else "")
                 + (f"  CHANGED (was {f(row['previous_delta'])})" if row.get("changed") else "")
             )
-        return {
+        result = {
             "experiment_id": summary["experiment_id"],
             "significant": [r["component"] for r in table if r["significant"]],
             "changed": [r["component"] for r in table if r.get("changed")],
         }
+        if outlet_events is not None:
+            outlet_events[SUMMARY].extra = result
+        return result
 
     summarize(study.output)

@@ -28,7 +28,7 @@ def test_dag_files_parse_without_heavy_imports():
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
-    assert {"hparam_search", "nightly_ablation"} <= set(report["dags"])
+    assert {"hparam_search", "nightly_ablation", "ablation_watch"} <= set(report["dags"])
     assert report["heavy"] == []
 
 
@@ -80,6 +80,10 @@ def test_nightly_ablation_runs_twice_and_flags_what_changed(redis_url):
     result_dir = Path(first["results_dir"])
     assert (result_dir / "ablation.csv").exists() and (result_dir / "ablation.svg").exists()
     assert xcoms["summarize"]["changed"] == []
+    # The summary Asset's event reaches the DAG scheduled on it: nothing changed yet.
+    _, watch_states, watch = run_dag("ablation_watch")
+    assert watch_states == {"check_changes": "success"}
+    assert watch["check_changes"] == {"experiment_id": first["experiment_id"], "changed": []}
 
     # Night 2: the data drifted: only the worst_* columns still carry the signal,
     # so leaving them out now costs a lot, and the study says so.
@@ -93,6 +97,9 @@ def test_nightly_ablation_runs_twice_and_flags_what_changed(redis_url):
     assert rows2[group]["ci_low"] > 0  # with 3 repeats its interval now excludes zero
     assert second["ablation"][0]["component"] == group  # now the one that matters most
     assert group in xcoms["summarize"]["changed"]
+    _, _, watch = run_dag("ablation_watch")
+    assert watch["check_changes"]["experiment_id"] == second["experiment_id"]
+    assert group in watch["check_changes"]["changed"]
     history = (
         Path(first["results_dir"]).parent / "_ablation_history" / "nightly-breast-cancer.jsonl"
     )
