@@ -175,3 +175,12 @@ def local_spark() -> Iterator[object]:
     sc.setLogLevel("ERROR")
     yield sc
     sc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3-protocol server (moto's standalone server) on loopback, for the session."""
+    from s3_server import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
