@@ -44,6 +44,12 @@ TYPES = (DOUBLE, INTEGER, DISCRETE, CATEGORICAL)
 #: Names injected into training functions by keyword; a hyperparameter may not use them.
 RESERVED_NAMES = frozenset({"hparams", "reporter", "budget", "trial_id"})
 
+#: Bounds on what a spec may hold, so that validating any input takes bounded time
+#: and memory (a search space with more choices than this is a mistake, not a plan).
+MAX_CHOICES = 10_000
+MAX_PARAMETERS = 1_000
+MAX_DEPTH = 32
+
 _ENTRY_KEYS = ("type", "values", "log", "step")
 _OPTION_KEYS = ("log", "step")
 _FORM = (
@@ -86,7 +92,35 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _has_duplicates(values: tuple[Any, ...]) -> bool:
-    return any(_same(a, b) for a, b in itertools.combinations(values, 2))
+    """Whether two values are :func:`_same` (in linear time: equal values hash alike)."""
+    seen: set[tuple[bool, Any]] = set()
+    for v in values:
+        key = (isinstance(v, bool), v)
+        if key in seen:
+            return True
+        seen.add(key)
+    return False
+
+
+def check_nesting(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse a value nested deeper than ``limit`` lists or mappings, before anything
+    walks it recursively or prints it (Python's recursion limit is about 1,000).
+
+    Raises:
+        SpecError: Under ``where`` and the path to the first value that is too deep.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            children = ((f"{path}[{i}]", v) for i, v in enumerate(item))
+        else:
+            continue
+        if depth >= limit:
+            raise SpecError.one(path or where, f"is nested deeper than {limit} levels")
+        stack.extend((v, p, depth + 1) for p, v in children)
 
 
 def _grid_error(name: str) -> SpecError:
@@ -140,6 +174,8 @@ class Parameter:
         kind = kind.upper()
         if not isinstance(values, (list, tuple)):
             return [*problems, f"values must be a list, not {type(values).__name__}"]
+        if len(values) > MAX_CHOICES:
+            return [*problems, f"values: at most {MAX_CHOICES:,} choices, got {len(values):,}"]
         values, step = tuple(_plain(v) for v in values), _plain(step)
         if kind in (DOUBLE, INTEGER):
             problems += self._check_range(kind, values, log, step)
@@ -155,11 +191,11 @@ class Parameter:
                 problems.append("values must list at least one choice")
             if kind == DISCRETE and not all(_finite(v) for v in values):
                 problems.append("DISCRETE values must be finite numbers")
-            if kind == CATEGORICAL and not all(
+            elif kind == CATEGORICAL and not all(
                 isinstance(v, (str, bool)) or _finite(v) for v in values
             ):
                 problems.append("CATEGORICAL values must be strings, finite numbers or booleans")
-            if _has_duplicates(values):
+            elif _has_duplicates(values):  # only scalars get here, so they hash
                 problems.append("values must not repeat")
         if not problems:
             object.__setattr__(self, "type", kind)
@@ -406,6 +442,11 @@ class Searchspace:
             raise SpecError.one("searchspace", "must be a mapping of name -> [TYPE, VALUES]")
         if not data:
             raise SpecError.one("searchspace", "is empty; give at least one hyperparameter")
+        if len(data) > MAX_PARAMETERS:
+            raise SpecError.one(
+                "searchspace", f"at most {MAX_PARAMETERS:,} hyperparameters, got {len(data):,}"
+            )
+        check_nesting(data, "searchspace")
         bad = [k for k in data if not isinstance(k, str)]
         if bad:
             raise SpecError.one("searchspace", f"names must be strings, got {bad!r}")

@@ -31,7 +31,7 @@ from typing import Any
 from maggy_core.ablation.study import AblationSpec, parse_ablator
 from maggy_core.exceptions import SpecError
 from maggy_core.optimizers import resolve_optimizer
-from maggy_core.searchspace import Searchspace
+from maggy_core.searchspace import Searchspace, check_nesting
 from maggy_core.stopping import available_stopping_rules, get_stopping_rule
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -205,6 +205,7 @@ class ExperimentSpec:
         """
         if not isinstance(data, Mapping):
             raise SpecError.one("", f"a spec must be a mapping, got {type(data).__name__}")
+        check_nesting(data, "")
         names = [f.name for f in _FIELDS]
         problems = []
         for key in data:
