@@ -17,6 +17,7 @@ follows it, and returns a small summary as its XCom. The engine does the rest.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import os
 import signal
@@ -43,11 +44,25 @@ if TYPE_CHECKING:
 
 
 def default_results_dir() -> str:
-    """``$MAGGY_RESULTS_DIR``, else ``$AIRFLOW_HOME/maggy-results``."""
-    if os.environ.get("MAGGY_RESULTS_DIR"):
-        return os.environ["MAGGY_RESULTS_DIR"]
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return os.path.join(home, "maggy-results")
+    """``[maggy] results_dir``, else ``$MAGGY_RESULTS_DIR``, else ``$AIRFLOW_HOME/maggy-results``
+    (see :mod:`maggy_airflow.settings`)."""
+    from maggy_airflow import settings
+
+    return settings.results_dir()
+
+
+class _FromConfig(enum.Enum):
+    """The default of a setting that the ``[maggy]`` config section gives."""
+
+    TOKEN = "from the [maggy] config section"
+
+    def __repr__(self) -> str:
+        return "FROM_CONFIG"
+
+
+#: Default of ``redis_conn_id`` and ``follower_lease``: the ``[maggy]`` section's value
+#: (``None`` keeps meaning "none": no connection, no lease).
+FROM_CONFIG = _FromConfig.TOKEN
 
 
 class MaggyOperator(BaseOperator):
@@ -65,10 +80,15 @@ class MaggyOperator(BaseOperator):
         experiment_name: Name of the experiment (default: the spec's name, else
             the task id).
         spark_conn_id: Spark connection (master, deploy mode, queue, ...).
-        redis_conn_id: Redis connection of the channel.
-        num_workers: Parallel trials (Spark tasks); overrides the spec's ``workers``.
+        redis_conn_id: Redis connection of the channel (default: ``[maggy]
+            redis_conn_id``, which is ``redis_default``; ``None``: no connection, the
+            engine's own default).
+        num_workers: Parallel trials (Spark tasks); overrides the spec's ``workers``
+            (default: the spec's, else ``[maggy] default_workers``).
         results_dir: Parent folder of the experiment's results; must be reachable
             from the Spark driver (and from this task, to read ``result.json``).
+            Default: ``[maggy] results_dir``, else ``$MAGGY_RESULTS_DIR``, else
+            ``$AIRFLOW_HOME/maggy-results``.
         py_files: Comma-separated ``.py``/``.zip`` files for spark-submit.
         spark_conf: Extra Spark settings.
         spark_submit_kwargs: Further ``SparkSubmitHook`` arguments
@@ -83,8 +103,9 @@ class MaggyOperator(BaseOperator):
             SIGKILL, a lost Airflow worker, or a deferred task marked failed before
             the triggerer took its trigger leaves no Spark application running for
             longer. The task says so every ``follower_lease / 4`` seconds (at most
-            30), the trigger at every poll. ``None`` turns it off; it is off, with a
-            line in the log, when this task cannot reach the experiment's Redis.
+            30), the trigger at every poll. Default: ``[maggy] follower_lease`` (600).
+            ``None`` turns it off; it is off, with a line in the log, when this task
+            cannot reach the experiment's Redis.
 
     Returns (XCom):
         ``{"experiment_id", "status", "best": {"trial_id", "params", "metric"},
@@ -113,7 +134,7 @@ class MaggyOperator(BaseOperator):
         spec: str | None = None,
         experiment_name: str | None = None,
         spark_conn_id: str = "spark_default",
-        redis_conn_id: str | None = "redis_default",
+        redis_conn_id: str | None | _FromConfig = FROM_CONFIG,
         num_workers: int | None = None,
         results_dir: str | None = None,
         py_files: str | None = None,
@@ -122,16 +143,20 @@ class MaggyOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 5.0,
         start_timeout: float = 600.0,
-        follower_lease: float | None = 600.0,
+        follower_lease: float | None | _FromConfig = FROM_CONFIG,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        from maggy_airflow import settings
+
         self.train_fn = train_fn
         self.config = config
         self.spec = spec
         self.experiment_name = experiment_name
         self.spark_conn_id = spark_conn_id
-        self.redis_conn_id = redis_conn_id
+        self.redis_conn_id = (
+            settings.redis_conn_id() if redis_conn_id is FROM_CONFIG else redis_conn_id
+        )
         self.num_workers = num_workers
         self.results_dir = results_dir
         self.py_files = py_files
@@ -140,7 +165,9 @@ class MaggyOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.start_timeout = start_timeout
-        self.follower_lease = follower_lease
+        self.follower_lease = (
+            settings.follower_lease() if follower_lease is FROM_CONFIG else follower_lease
+        )
         self._hook: MaggySparkSubmitHook | None = None
         self._experiment_id: str | None = None
         self._redis_url: str | None = None
@@ -178,6 +205,15 @@ class MaggyOperator(BaseOperator):
                 data["train_fn"] = self.train_fn
             if self.num_workers is not None:
                 data["workers"] = int(self.num_workers)
+            elif "workers" not in data:
+                from maggy_airflow import settings
+
+                try:
+                    default = settings.default_workers()
+                except ValueError as exc:
+                    raise SpecError.one("workers", str(exc)) from None
+                if default is not None:
+                    data["workers"] = default
             data["name"] = self.experiment_name or data.get("name") or self.task_id
             data["experiment_id"] = experiment_id
             return ExperimentSpec.from_dict(data)
@@ -205,7 +241,14 @@ class MaggyOperator(BaseOperator):
             configured_url(redis_url_from_connection(self.redis_conn_id)) or self._local_redis()
         )
         self._check_lease()
-        results_dir = os.path.abspath(self.results_dir or default_results_dir())
+        results_dir = self.results_dir or default_results_dir()
+        if "://" in results_dir and not results_dir.startswith("file://"):
+            raise AirflowFailException(
+                f"results_dir {results_dir.split('@')[-1]!r}: the engine writes results to a "
+                "path that the Spark driver, this task and the API server share; object-store "
+                "URLs are not supported by MaggyOperator yet"
+            )
+        results_dir = os.path.abspath(results_dir.removeprefix("file://"))
         origin = {
             "dag_id": ti.dag_id,
             "task_id": ti.task_id,

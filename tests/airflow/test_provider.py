@@ -149,3 +149,44 @@ def test_numeric_settings(monkeypatch):
     assert settings.default_workers() == 4
     monkeypatch.setenv("AIRFLOW__MAGGY__DEFAULT_WORKERS", "")
     assert settings.default_workers() is None
+
+
+class TestTheOperatorTakesItsDefaultsFromTheSection:
+    CONFIG = {"searchspace": {"x": ["DOUBLE", [0, 1]]}, "num_trials": 2, "train_fn": "m:f"}
+
+    @staticmethod
+    def op(**kwargs):
+        from maggy_airflow.operators import MaggyOperator
+
+        return MaggyOperator(task_id="study", **kwargs)
+
+    def test_redis_connection_and_lease(self, monkeypatch):
+        monkeypatch.delenv("AIRFLOW__MAGGY__REDIS_CONN_ID", raising=False)
+        monkeypatch.delenv("AIRFLOW__MAGGY__FOLLOWER_LEASE", raising=False)
+        plain = self.op(config=self.CONFIG)
+        assert plain.redis_conn_id == "redis_default" and plain.follower_lease == 600.0
+        monkeypatch.setenv("AIRFLOW__MAGGY__REDIS_CONN_ID", "redis_maggy")
+        monkeypatch.setenv("AIRFLOW__MAGGY__FOLLOWER_LEASE", "90")
+        configured = self.op(config=self.CONFIG)
+        assert configured.redis_conn_id == "redis_maggy" and configured.follower_lease == 90.0
+        # Said in the DAG wins; None keeps meaning "none".
+        explicit = self.op(config=self.CONFIG, redis_conn_id=None, follower_lease=None)
+        assert explicit.redis_conn_id is None and explicit.follower_lease is None
+        assert self.op(config=self.CONFIG, redis_conn_id="mine").redis_conn_id == "mine"
+
+    def test_default_workers(self, monkeypatch):
+        monkeypatch.setenv("AIRFLOW__MAGGY__DEFAULT_WORKERS", "3")
+        assert self.op(config=self.CONFIG).build_spec("e").workers == 3
+        assert self.op(config={**self.CONFIG, "workers": 1}).build_spec("e").workers == 1
+        assert self.op(config=self.CONFIG, num_workers=4).build_spec("e").workers == 4
+        monkeypatch.setenv("AIRFLOW__MAGGY__DEFAULT_WORKERS", "many")
+        from airflow.sdk.exceptions import AirflowFailException
+
+        with pytest.raises(AirflowFailException, match=r"workers.*\[maggy\] default_workers"):
+            self.op(config=self.CONFIG).build_spec("e")
+
+    def test_results_dir(self, monkeypatch, tmp_path):
+        from maggy_airflow.operators.maggy_operator import default_results_dir
+
+        monkeypatch.setenv("AIRFLOW__MAGGY__RESULTS_DIR", str(tmp_path / "r"))
+        assert default_results_dir() == str(tmp_path / "r")
