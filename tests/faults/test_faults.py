@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for  # tests/, on sys.path
 
 from maggy_core import channel as ch
 from maggy_core.redis_server import PrivateRedis
@@ -46,15 +47,6 @@ def sleep_spec(name: str, num_trials: int = 12, **more: Any) -> ExperimentSpec:
             **more,
         }
     )
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def ended_trials(folder: Path) -> set[str]:
