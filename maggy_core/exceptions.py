@@ -27,9 +27,22 @@ class SpecError(MaggyError, ValueError):
             ``"searchspace.lr"``.
     """
 
+    #: Longest message kept per problem: a message that quotes a huge value is cut,
+    #: so a task log never holds megabytes of someone's input.
+    MAX_MESSAGE = 500
+    #: Problems listed in the message (all of them stay in :attr:`problems`).
+    MAX_LISTED = 50
+
     def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
-        self.problems: list[tuple[str, str]] = list(problems)
-        lines = [f"{field}: {message}" if field else message for field, message in self.problems]
+        self.problems: list[tuple[str, str]] = [
+            (field, _cut(message, self.MAX_MESSAGE)) for field, message in problems
+        ]
+        lines = [
+            f"{field}: {message}" if field else message
+            for field, message in self.problems[: self.MAX_LISTED]
+        ]
+        if len(self.problems) > self.MAX_LISTED:
+            lines.append(f"... and {len(self.problems) - self.MAX_LISTED:,} more problems")
         text = lines[0] if len(lines) == 1 else "invalid spec:\n  - " + "\n  - ".join(lines)
         super().__init__(text)
 
@@ -37,6 +50,10 @@ class SpecError(MaggyError, ValueError):
     def one(cls, field: str, message: str) -> SpecError:
         """An error about a single field."""
         return cls([(field, message)])
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 30]}... ({len(text):,} characters)"
 
 
 class MessageError(MaggyError, ValueError):

@@ -49,6 +49,8 @@ RESERVED_NAMES = frozenset({"hparams", "reporter", "budget", "trial_id"})
 MAX_CHOICES = 10_000
 MAX_PARAMETERS = 1_000
 MAX_DEPTH = 32
+MAX_ITEMS = 10_000
+MAX_STRING = 100_000
 
 _ENTRY_KEYS = ("type", "values", "log", "step")
 _OPTION_KEYS = ("log", "step")
@@ -103,15 +105,25 @@ def _has_duplicates(values: tuple[Any, ...]) -> bool:
 
 
 def check_nesting(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
-    """Refuse a value nested deeper than ``limit`` lists or mappings, before anything
-    walks it recursively or prints it (Python's recursion limit is about 1,000).
+    """Refuse a value nested deeper than ``limit`` lists or mappings, a list or
+    mapping of more than :data:`MAX_ITEMS` items and a string of more than
+    :data:`MAX_STRING` characters, before anything walks the value recursively or
+    quotes it in a message (Python's recursion limit is about 1,000, and a message
+    that quotes a million-item list takes seconds to make).
 
     Raises:
-        SpecError: Under ``where`` and the path to the first value that is too deep.
+        SpecError: Under ``where`` and the path to the first value that is too big.
     """
     stack: list[tuple[Any, str, int]] = [(value, where, 0)]
     while stack:
         item, path, depth = stack.pop()
+        if isinstance(item, str):
+            if len(item) > MAX_STRING:
+                raise SpecError.one(
+                    path or where,
+                    f"a string of at most {MAX_STRING:,} characters, got {len(item):,}",
+                )
+            continue
         if isinstance(item, Mapping):
             children: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in item.items())
         elif isinstance(item, (list, tuple)):
@@ -120,6 +132,8 @@ def check_nesting(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
             continue
         if depth >= limit:
             raise SpecError.one(path or where, f"is nested deeper than {limit} levels")
+        if len(item) > MAX_ITEMS:
+            raise SpecError.one(path or where, f"at most {MAX_ITEMS:,} items, got {len(item):,}")
         stack.extend((v, p, depth + 1) for p, v in children)
 
 
