@@ -50,9 +50,7 @@ def outside_airflow_readers() -> str:
 
     value = (conf.get("maggy", "outside_airflow_readers", fallback="admin") or "admin").lower()
     if value not in ("admin", "all"):
-        raise ValueError(
-            f"[maggy] outside_airflow_readers must be 'admin' or 'all', got {value!r}"
-        )
+        raise ValueError(f"[maggy] outside_airflow_readers must be 'admin' or 'all', got {value!r}")
     return value
 
 

@@ -172,7 +172,9 @@ def _live(result: dict[str, Any], experiment_id: str) -> dict[str, Any]:
     running = {
         t["trial_id"]
         for t in result.get("trials") or []
-        if isinstance(t, dict) and t.get("status") == "running" and isinstance(t.get("trial_id"), str)
+        if isinstance(t, dict)
+        and t.get("status") == "running"
+        and isinstance(t.get("trial_id"), str)
     }
     if not running or result.get("status") != "running":
         return result
@@ -283,7 +285,7 @@ def create_app() -> FastAPI:
             ablation=result.get("ablation"),
             has_svg=_data.open_file(experiment_id, "ablation.svg") is not None,
             can_edit=who.can_edit(where),
-            data=_json_safe(_live(result, experiment_id)),
+            data=_json_safe(_data.thinned(_live(result, experiment_id))),
         )
 
     @app.get("/experiments/{experiment_id}/trials/{trial_id}", response_class=HTMLResponse)
@@ -292,9 +294,7 @@ def create_app() -> FastAPI:
             raise HTTPException(404, f"no trial {trial_id!r}")
         result, where = found(experiment_id, who)
         result = _live(result, experiment_id)
-        match = next(
-            (t for t in result.get("trials") or [] if t.get("trial_id") == trial_id), None
-        )
+        match = next((t for t in result.get("trials") or [] if t.get("trial_id") == trial_id), None)
         if match is None:
             raise HTTPException(404, f"experiment {experiment_id!r} has no trial {trial_id!r}")
         log = _data.tail(experiment_id, "trials", f"{trial_id}.log")
@@ -381,7 +381,8 @@ def create_app() -> FastAPI:
     @app.get("/api/experiments/{experiment_id}/live")
     def experiment_live(experiment_id: str, who: Who) -> dict[str, Any]:
         result, where = found(experiment_id, who)
-        return _json_safe({**_live(result, experiment_id), "can_edit": who.can_edit(where)})
+        live = _data.thinned(_live(result, experiment_id))
+        return _json_safe({**live, "can_edit": who.can_edit(where)})
 
     @app.get("/api/experiments/{experiment_id}/importance")
     def experiment_importance(experiment_id: str, who: Who) -> dict[str, Any]:
@@ -421,13 +422,9 @@ def create_app() -> FastAPI:
         return {"experiment_id": experiment_id, "requested": True, "reason": reason}
 
     @app.post("/api/experiments/{experiment_id}/trials/{trial_id}/stop")
-    def stop_trial(
-        experiment_id: str, trial_id: str, request: Request, who: Who
-    ) -> dict[str, Any]:
+    def stop_trial(experiment_id: str, trial_id: str, request: Request, who: Who) -> dict[str, Any]:
         result = editable(experiment_id, request, who)
-        trial = next(
-            (t for t in result.get("trials") or [] if t.get("trial_id") == trial_id), None
-        )
+        trial = next((t for t in result.get("trials") or [] if t.get("trial_id") == trial_id), None)
         if trial is None:
             raise HTTPException(404, f"experiment {experiment_id!r} has no trial {trial_id!r}")
         if trial.get("status") != "running":
@@ -444,8 +441,12 @@ def create_app() -> FastAPI:
             client.close()
         if not accepted:
             raise HTTPException(409, f"experiment {experiment_id!r} is not running in Redis")
-        return {"experiment_id": experiment_id, "trial_id": trial_id, "requested": True,
-                "reason": reason}
+        return {
+            "experiment_id": experiment_id,
+            "trial_id": trial_id,
+            "requested": True,
+            "reason": reason,
+        }
 
     return app
 

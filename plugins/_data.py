@@ -313,6 +313,53 @@ def experiment_ids() -> list[str]:
     return [name for _, name in sorted(found, reverse=True)]
 
 
+#: Points of all curves together that a page receives (a long or large search
+#: is thinned: the browser draws what a chart can show, not every report).
+POINT_BUDGET = 20_000
+
+
+def thin(points: list[Any], limit: int) -> list[Any]:
+    """At most about ``limit`` points that keep a curve's shape.
+
+    The points are cut into ``limit // 2`` runs of consecutive points; each run
+    keeps its lowest and its highest point, in their order, so spikes survive
+    (taking every k-th point would drop them). The first and last points are
+    always kept.
+
+    Args:
+        points: ``[step, value]`` pairs, in step order.
+        limit: Largest number of points wanted (at least 4).
+
+    Returns:
+        ``points`` itself when it is short enough, else the thinned curve.
+    """
+    if len(points) <= limit:
+        return points
+    buckets = max(1, (limit - 2) // 2)
+    inner = points[1:-1]
+    size = len(inner) / buckets
+    out = [points[0]]
+    for b in range(buckets):
+        run = inner[int(b * size) : int((b + 1) * size)]
+        if not run:
+            continue
+        low = min(range(len(run)), key=lambda i: run[i][1])
+        high = max(range(len(run)), key=lambda i: run[i][1])
+        out.extend(run[i] for i in sorted({low, high}))
+    out.append(points[-1])
+    return out
+
+
+def thinned(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with every trial's history thinned to its share of :data:`POINT_BUDGET`."""
+    trials = [t for t in result.get("trials") or [] if isinstance(t, dict)]
+    limit = max(50, POINT_BUDGET // max(1, len(trials)))
+    return {
+        **result,
+        "trials": [{**t, "history": thin(list(t.get("history") or []), limit)} for t in trials],
+    }
+
+
 # ---------------------------------------------------------------- live metrics
 
 

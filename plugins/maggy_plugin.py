@@ -29,6 +29,9 @@ from airflow.plugins_manager import AirflowPlugin
 # top-level module, and a relative import would fail.
 from maggy_airflow.operators.links import URL_PREFIX, MaggyExperimentLink
 
+#: The placeholders the UI fills in for a task instance's tab (URL-encoded).
+TASK_PLACEHOLDERS = "{DAG_ID}/{RUN_ID}/{TASK_ID}/{MAP_INDEX}"
+
 
 class LazyApp:
     """An ASGI app that builds maggy's FastAPI app at its first request.
@@ -84,7 +87,7 @@ class MaggyPlugin(AirflowPlugin):
         },
         {
             "name": "Maggy experiment",
-            "href": f"{_base_path()}{URL_PREFIX}/task/{{DAG_ID}}/{{RUN_ID}}/{{TASK_ID}}/{{MAP_INDEX}}",
+            "href": f"{_base_path()}{URL_PREFIX}/task/" + TASK_PLACEHOLDERS,
             "destination": "task_instance",
             "url_route": "maggy-task",
         },
