@@ -16,12 +16,21 @@ key                type         use
 ``keys``           set          every key made, so the end can expire them all
 ``follower``       string, TTL  the Airflow task (or its trigger) that follows the
                                 experiment says it is there (see ``touch_follower``)
+``requests``       stream       followers -> coordinator: stop one trial
+                                (``request_trial_stop``)
+``progress``       stream       coordinator -> followers: one entry per ended trial
 =================  ===========  ==================================================
 
 Messages are JSON objects with a schema version ``v``; nothing is pickled, so
 whoever can write to Redis cannot make a worker or the coordinator run code. A
 message that does not decode, has another version or lacks a field raises
 :class:`~maggy_core.exceptions.MessageError` naming the field.
+
+Followers (the Airflow operator, its trigger, the CLI, the plugin) use the
+module-level functions of the follower side, each with a ``redis.asyncio`` twin:
+:func:`read_meta`, :func:`read_progress`, :func:`read_summary`,
+:func:`touch_follower`, :func:`request_experiment_stop` and
+:func:`request_trial_stop`.
 
 Clients are made lazily on first use and dropped when pickled, so a channel
 object may be handed to a Spark task without carrying a socket along.
@@ -79,6 +88,8 @@ MESSAGE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "budget": _OPT_NUM,
     },
     "done": {"reason": (str,)},
+    # followers -> coordinator, on the ``requests`` stream
+    "stop_trial": {"trial": (str,), "reason": (str,), "at": _NUM},
 }
 FINAL_STATUSES = ("finished", "early_stopped")
 
@@ -205,18 +216,159 @@ class _Channel:
             self._client = None
 
 
+# ------------------------------------------------------------------ the follower side
+#
+# Followers are whoever watches or steers a running experiment from outside: the
+# Airflow operator and its trigger, the CLI, the plugin's pages. Each entry point
+# takes a Redis client (``connect(url)``, or ``redis.asyncio.from_url(url)`` for the
+# ``*_async`` twins) and the experiment id; the key names and the JSON of every
+# value are decided here and nowhere else. Each sync/async pair shares the helper
+# that makes its keys and values, so the two cannot drift apart.
+
+FOLLOWER = "follower"
+REQUESTS = "requests"  # stream: followers -> coordinator (stop one trial)
+_RUNNING = b"running"
+
+
+def _decode_hash(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+def _state_is_running(raw: Any) -> bool:
+    return raw is not None and (raw if isinstance(raw, bytes) else str(raw).encode()) == _RUNNING
+
+
+def _summary_of(raw: Any) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_meta(client: Any, experiment_id: str) -> dict[str, str]:
+    """The experiment's ``meta`` hash (state, counts, best, reason, ...), decoded to
+    strings; empty when no such experiment is in Redis."""
+    return _decode_hash(client.hgetall(key_prefix(experiment_id) + "meta"))
+
+
+async def read_meta_async(client: Any, experiment_id: str) -> dict[str, str]:
+    """:func:`read_meta` with a ``redis.asyncio`` client."""
+    return _decode_hash(await client.hgetall(key_prefix(experiment_id) + "meta"))
+
+
+def read_summary(client: Any, experiment_id: str) -> dict[str, Any] | None:
+    """The summary the driver leaves in Redis after ``result.json`` (the XCom
+    shape, see ``maggy_core.records.summarize``), or None before that."""
+    return _summary_of(client.hget(key_prefix(experiment_id) + "meta", "summary"))
+
+
+async def read_summary_async(client: Any, experiment_id: str) -> dict[str, Any] | None:
+    """:func:`read_summary` with a ``redis.asyncio`` client."""
+    return _summary_of(await client.hget(key_prefix(experiment_id) + "meta", "summary"))
+
+
+def _progress_of(reply: Any, last: str) -> tuple[list[dict[str, Any]], str]:
+    entries = []
+    for _stream, items in reply or []:
+        for entry_id, fields in items:
+            last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            try:
+                entry = json.loads(fields[b"m"])
+            except (KeyError, ValueError):
+                continue  # not ours; the position moves on all the same
+            if isinstance(entry, dict) and isinstance(entry.get("line"), str):
+                entries.append(entry)
+    return entries, last
+
+
+def read_progress(
+    client: Any, experiment_id: str, last: str = "0-0", count: int = 1000
+) -> tuple[list[dict[str, Any]], str]:
+    """The trials that ended since stream position ``last`` (``trial_id``,
+    ``status``, ``metric``, ``params``, ``ended``, ``line``), and the new position."""
+    reply = client.xread({key_prefix(experiment_id) + "progress": last}, count=count)
+    return _progress_of(reply, last)
+
+
+async def read_progress_async(
+    client: Any, experiment_id: str, last: str = "0-0", count: int = 1000
+) -> tuple[list[dict[str, Any]], str]:
+    """:func:`read_progress` with a ``redis.asyncio`` client."""
+    reply = await client.xread({key_prefix(experiment_id) + "progress": last}, count=count)
+    return _progress_of(reply, last)
+
+
 def request_experiment_stop(client: Any, experiment_id: str, reason: str) -> bool:
-    """Ask a running experiment to stop (its coordinator checks every heartbeat
-    interval). Returns False when no experiment with that id is running."""
+    """Ask a running experiment to stop; ``reason`` says who asked and why (it
+    becomes the experiment's reason: ``"stop requested: <reason>"``). Its
+    coordinator checks every heartbeat interval; ended trials are kept.
+
+    Returns:
+        False when no experiment with that id is running.
+    """
     meta = key_prefix(experiment_id) + "meta"
-    state = client.hget(meta, "state")
-    if state is None or state.decode() != "running":
+    if not _state_is_running(client.hget(meta, "state")):
         return False
     client.hset(meta, "stop_request", reason)
     return True
 
 
-FOLLOWER = "follower"
+async def request_experiment_stop_async(client: Any, experiment_id: str, reason: str) -> bool:
+    """:func:`request_experiment_stop` with a ``redis.asyncio`` client."""
+    meta = key_prefix(experiment_id) + "meta"
+    if not _state_is_running(await client.hget(meta, "state")):
+        return False
+    await client.hset(meta, "stop_request", reason)
+    return True
+
+
+def _trial_stop(experiment_id: str, trial_id: str, reason: str) -> tuple[str, dict[str, str]]:
+    if not isinstance(trial_id, str) or not trial_id:
+        raise ValueError(f"trial_id: must be a non-empty string, got {trial_id!r}")
+    if not isinstance(reason, str):
+        raise ValueError(f"reason: must be a string, got {reason!r}")
+    body = encode({"type": "stop_trial", "trial": trial_id, "reason": reason, "at": time.time()})
+    return key_prefix(experiment_id) + REQUESTS, {"m": body}
+
+
+def request_trial_stop(client: Any, experiment_id: str, trial_id: str, reason: str) -> bool:
+    """Ask a running experiment to stop one trial early; ``reason`` says who asked
+    (``"stopped from the UI by alice"``) and becomes the trial's ``stop_reason``.
+
+    The coordinator reads the request on its own loop (within a heartbeat
+    interval) and stops the trial like a stopping rule would: it ends
+    ``early_stopped`` with its last reported metric, at its next report. A request
+    for a trial that is not running (ended, not started, unknown) is recorded in
+    the journal as ignored.
+
+    Returns:
+        False when no experiment with that id is running.
+
+    Raises:
+        ValueError: ``trial_id`` or ``reason`` is not a string.
+    """
+    key, fields = _trial_stop(experiment_id, trial_id, reason)
+    if not _state_is_running(client.hget(key_prefix(experiment_id) + "meta", "state")):
+        return False
+    client.xadd(key, fields, maxlen=10000, approximate=True)
+    return True
+
+
+async def request_trial_stop_async(
+    client: Any, experiment_id: str, trial_id: str, reason: str
+) -> bool:
+    """:func:`request_trial_stop` with a ``redis.asyncio`` client."""
+    key, fields = _trial_stop(experiment_id, trial_id, reason)
+    if not _state_is_running(await client.hget(key_prefix(experiment_id) + "meta", "state")):
+        return False
+    await client.xadd(key, fields, maxlen=10000, approximate=True)
+    return True
 
 
 def touch_follower(client: Any, experiment_id: str, who: str, lease: float) -> None:
@@ -343,6 +495,7 @@ class CoordinatorChannel(_Channel):
         super().__init__(url, experiment_id)
         self._acked_since_trim = 0
         self._last_acked: bytes | None = None
+        self._requests_at: bytes | str = "0-0"
 
     def open(self, epoch: int, meta: Mapping[str, Any]) -> None:
         """Start a fresh channel for a coordinator epoch.
@@ -369,6 +522,7 @@ class CoordinatorChannel(_Channel):
             self.key("workers"),
             self.key("ctl"),
             self.key("progress"),
+            self.key(REQUESTS),
         )
 
     def _ensure_group(self) -> None:
@@ -396,6 +550,26 @@ class CoordinatorChannel(_Channel):
         """Why someone asked the whole experiment to stop, or None."""
         raw = self.client.hget(self.key("meta"), "stop_request")
         return None if raw is None else raw.decode()
+
+    def trial_stop_requests(self, count: int = 100) -> list[dict[str, Any] | MessageError]:
+        """Stop requests for single trials sent since the last call (decoded
+        ``stop_trial`` messages, or a MessageError for an entry that does not
+        decode). Read with XREAD from the last position: one reader, no group."""
+        reply = self.client.xread({self.key(REQUESTS): self._requests_at}, count=count)
+        out: list[dict[str, Any] | MessageError] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                self._requests_at = entry_id
+                try:
+                    msg = decode(fields.get(b"m", b""))
+                    if msg["type"] != "stop_trial":
+                        raise MessageError(
+                            f"field 'type': a request must be 'stop_trial', got {msg['type']!r}"
+                        )
+                    out.append(msg)
+                except MessageError as exc:
+                    out.append(exc)
+        return out
 
     def publish_progress(self, entry: Mapping[str, Any]) -> None:
         """Append an ended trial's summary to the ``progress`` stream (capped), for

@@ -429,10 +429,8 @@ def create_app() -> FastAPI:
             raise HTTPException(404, f"experiment {experiment_id!r} has no trial {trial_id!r}")
         if trial.get("status") != "running":
             raise HTTPException(409, f"trial {trial_id!r} is {trial.get('status')}, not running")
-        try:
-            from maggy_core.channel import request_trial_stop  # type: ignore[attr-defined]
-        except ImportError:
-            raise HTTPException(501, "this engine cannot stop one trial") from None
+        from maggy_core.channel import request_trial_stop
+
         reason = f"stopped from the UI by {who.name}"
         client = _redis_client()
         try:

@@ -148,79 +148,17 @@ def load_result(experiment_id: str) -> dict[str, Any] | None:
 
 
 def journal_result(experiment_id: str) -> dict[str, Any] | None:
-    """A partial result rebuilt from ``journal.jsonl``: the ended trials, the ones
-    that started and have not ended, and the best so far (ranked as the
-    coordinator ranks it)."""
-    if open_file(experiment_id, "journal.jsonl") is None:
+    """A partial result rebuilt from ``journal.jsonl`` by the engine's one reader of
+    the journal (``maggy_core.results.result_from_journal``): the ended trials, the
+    ones that started and have not ended, and the best so far. Only for a journal
+    that :func:`open_file` allows (no symbolic link on the way)."""
+    from maggy_core.results import result_from_journal
+
+    fd = open_file(experiment_id, "journal.jsonl")
+    if fd is None:
         return None
-    records = read_jsonl(experiment_id, "journal.jsonl")
-    first = next((r for r in records if r.get("type") == "experiment"), {})
-    spec = first.get("spec") or {}
-    # Each run (the first, and each resume) opens with an "experiment" record;
-    # an "ended" record counts only when it ends the latest run.
-    runs = [i for i, r in enumerate(records) if r.get("type") == "experiment"]
-    latest = records[runs[-1] :] if runs else records
-    ended = next((r for r in reversed(latest) if r.get("type") == "ended"), None)
-    trials: dict[str, dict[str, Any]] = {}
-    for r in records:
-        trial_id = r.get("trial_id")
-        if not isinstance(trial_id, str):
-            continue
-        if r.get("type") == "trial_started":
-            # A started trial has no outcome yet; a later attempt replaces an
-            # earlier one, as in the coordinator.
-            trials[trial_id] = {
-                "trial_id": trial_id,
-                "params": r.get("params", {}),
-                "status": "running" if ended is None else "pending",
-                "metric": None,
-                "metrics": {},
-                "history": [],
-                "budget": r.get("budget"),
-                "info": r.get("info") or {},
-                "attempts": r.get("attempt"),
-                "worker": r.get("worker"),
-                "start": r.get("time"),
-                "duration": None,
-                "error": None,
-                "traceback": None,
-            }
-        elif r.get("type") == "trial_ended" and isinstance(r.get("trial"), dict):
-            trials[trial_id] = r["trial"]
-    ordered = [trials[k] for k in sorted(trials)]
-    counts = {s: sum(1 for t in ordered if t.get("status") == s) for s in TERMINAL}
-    origin = {k: first.get(k, spec.get(k)) for k in ("dag_id", "task_id", "run_id", "map_index")}
-    return {
-        "experiment_id": experiment_id,
-        "name": spec.get("name"),
-        "status": ended["status"] if ended else "running",
-        "reason": ended.get("reason", "") if ended else "no result.json yet: trials ended so far",
-        "direction": spec.get("direction", "max"),
-        "optimization_key": spec.get("optimization_key", "metric"),
-        "num_trials": sum(counts.values()),
-        "counts": counts,
-        "best": best_trial(ordered, spec.get("direction", "max")),
-        "started": first.get("time"),
-        "spec": spec,
-        "trials": ordered,
-        **{k: v for k, v in origin.items() if v is not None},
-    }
-
-
-def best_trial(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
-    """The best trial so far, ranked as the coordinator ranks it."""
-    from maggy_core.trial import best_rank
-
-    sign = 1.0 if direction == "max" else -1.0
-    ranked = [
-        t
-        for t in trials
-        if t.get("status") in ("finished", "early_stopped") and number(t.get("metric"))
-    ]
-    if not ranked:
-        return None
-    best = max(ranked, key=lambda t: best_rank(t["status"], float(t["metric"]), sign))
-    return {k: best.get(k) for k in ("trial_id", "params", "metric", "status")}
+    os.close(fd)
+    return result_from_journal(results_root() / experiment_id)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from maggy_core.coordinator import Coordinator, _Trial
+from maggy_core.coordinator import Coordinator
+from maggy_core.records import TrialRecord
 from maggy_core.results import ResultStore
 from maggy_core.spec import ExperimentSpec
 from maggy_core.trial import TrialStatus
@@ -245,11 +246,11 @@ def make_trial(
     attempts: int = 1,
     error: str | None = None,
     traceback: str | None = None,
-) -> _Trial:
+) -> TrialRecord:
     """A trial as the coordinator holds it when it has ended."""
-    trial = _Trial(trial_id, params)
+    trial = TrialRecord(trial_id, params)
     trial.status = TrialStatus(status)
-    trial.attempt = attempts
+    trial.attempts = attempts
     trial.worker = "e1-w0.0"
     trial.history = [(int(s), float(v)) for s, v in history]
     trial.metric = metric
@@ -264,7 +265,7 @@ def write_experiment(
     root: Path,
     experiment_id: str,
     spec: ExperimentSpec,
-    trials: list[_Trial],
+    trials: list[TrialRecord],
     *,
     status: str = "finished",
     reason: str = "",
@@ -272,10 +273,7 @@ def write_experiment(
     """The coordinator's result of these trials (not written yet), and its store."""
     store = ResultStore(root, experiment_id)
     coordinator = Coordinator(spec, experiment_id, None, store, None, None)  # type: ignore[arg-type]
-    for trial in trials:
-        coordinator.trials[trial.trial_id] = trial
-        coordinator.counts[trial.status.value] += 1
-        coordinator._update_best(trial)
+    coordinator.table.restore(trials)
     coordinator.status, coordinator.reason = status, reason
     return store, coordinator.result()
 
@@ -800,7 +798,7 @@ def write_running(
                 "worker": "e1-w0.0",
             }
         )
-    store.append({"type": "trial_ended", "trial_id": "t0000", "trial": ended.to_dict()})
+    store.append({"type": "trial_ended", "trial_id": "t0000", "trial": ended.to_json()})
     store.trial_log("t0001", "epoch 3 <loss>=0.25")
     store.close()
     return store
@@ -923,6 +921,22 @@ def test_a_resumed_experiment_is_shown_running_not_as_its_last_result(client, re
     assert "SIGTERM" not in page  # the end of the try before is not this run's
     statuses = {t["trial_id"]: t["status"] for t in page_data(page)["trials"]}
     assert statuses == {"t0000": "finished", "t0001": "running"}
+
+
+def test_a_result_newer_than_its_journal_is_shown(client, results):
+    """A driver killed after it wrote result.json but before it journalled the
+    end: result.json is the truth."""
+    spec = hpo_spec()
+    trial = make_trial("t0000", {"lr": 0.01}, "finished", [(0, 0.5)], metric=0.5)
+    store, result = write_experiment(results, "exp-cut", spec, [trial])
+    store.append({"type": "experiment", "experiment_id": "exp-cut", "spec": spec.to_dict()})
+    store.append({"type": "trial_ended", "trial_id": "t0000", "trial": trial.to_json()})
+    store.write_result(result)
+    store.close()
+    later = time.time() + 60
+    os.utime(store.root / "result.json", (later, later))
+    page = client.get("/experiments/exp-cut").text
+    assert 'class="status finished">finished</b>' in page
 
 
 # ---------------------------------------------------------------- stopping

@@ -285,3 +285,33 @@ def test_hyperparameter_opt_config_defaults_and_extras() -> None:
     assert (config.workers, config.seed, config.optimizer.name) == (4, 9, "gridsearch")
     with pytest.raises(SpecError, match="did you mean 'workers'"):
         HyperparameterOptConfig(10, "randomsearch", {"n": ["INTEGER", [1, 4]]}, wrokers=4)
+
+
+def test_a_spec_is_validated_once_per_from_dict(monkeypatch: pytest.MonkeyPatch) -> None:
+    import maggy_core.spec as spec_module
+
+    calls = []
+    real = spec_module._validate
+
+    def counting(values: dict[str, Any]) -> Any:
+        calls.append(1)
+        return real(values)
+
+    monkeypatch.setattr(spec_module, "_validate", counting)
+    spec = ExperimentSpec.from_dict(minimal(es_policy={"name": "percentile", "options": {}}))
+    assert len(calls) == 1
+    assert spec.es_policy == "percentile"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        ("optimizer", {"name": "randomsearch", "options": 3}, "optimizer.options"),
+        ("es_policy", {"options": {}}, "es_policy"),
+        ("es_policy", {"name": "median", "min": 3}, "es_policy"),
+    ],
+)
+def test_one_name_options_parser_names_the_field(field: str, value: Any, where: str) -> None:
+    with pytest.raises(SpecError) as err:
+        ExperimentSpec.from_dict(minimal(**{field: value}))
+    assert where in [f for f, _ in err.value.problems]
