@@ -168,11 +168,12 @@ def browser() -> Iterator[Any]:
 
 
 def script_errors(driver: Any) -> list[str]:
-    """The page's JavaScript errors since the last call (a missing favicon is not one)."""
+    """The errors of maggy's pages and scripts since the last call (not the Airflow
+    UI's own, such as its 401 for /ui/config before the login)."""
     return [
         e["message"]
         for e in driver.get_log("browser")
-        if e["level"] == "SEVERE" and "favicon" not in e["message"]
+        if e["level"] == "SEVERE" and ("/maggy/" in e["message"] or "Uncaught" in e["message"])
     ]
 
 
@@ -244,6 +245,28 @@ def statuses(driver: Any) -> dict[str, str]:
     }
 
 
+def page_diagnostics(driver: Any, server: AirflowServer, experiment_id: str) -> str:
+    """What the page shows and what its JSON says, for a failed wait."""
+    reply = httpx.get(
+        f"{server.base_url}/maggy/api/experiments/{experiment_id}/live",
+        headers={"Authorization": f"Bearer {server.token()}"},
+        timeout=30,
+    )
+    live = reply.json() if reply.status_code == 200 else reply.text[:2000]
+    summary = (
+        {t["trial_id"]: (t["status"], len(t.get("history") or [])) for t in live["trials"]}
+        if isinstance(live, dict)
+        else live
+    )
+    note = driver.find_element("id", "live-note").text
+    return (
+        f"page points: {points(driver)}\npage statuses: {statuses(driver)}\nnote: {note}\n"
+        f"ack: {ack(driver)}\nscript errors: {script_errors(driver)}\n/live: {summary}\n"
+        f"live_error: {live.get('live_error') if isinstance(live, dict) else None}\n"
+        + server.diagnostics(20)
+    )
+
+
 def ack(driver: Any) -> str:
     return str(driver.find_element("id", "ack").text)
 
@@ -268,7 +291,7 @@ def test_watch_and_steer_a_running_experiment(airflow, run, browser, shots):
         lambda: {
             t: n
             for t, n in points(driver).items()
-            if n > 0 and statuses(driver).get(t) == "running"
+            if 0 < n < 200 and statuses(driver).get(t) == "running"
         },
         90,
         "a running trial with reported points",
@@ -277,7 +300,8 @@ def test_watch_and_steer_a_running_experiment(airflow, run, browser, shots):
     grown = wait_for(
         lambda: points(driver).get(trial, 0) >= before + 3 and points(driver)[trial],
         60,
-        f"the curve of {trial} grown",
+        f"the curve of {trial} grown from {before} points",
+        on_timeout=lambda: page_diagnostics(driver, airflow, run["experiment_id"]),
     )
     assert driver.execute_script("return window.__maggyNoReload") == "still here"
     assert grown >= before + 3

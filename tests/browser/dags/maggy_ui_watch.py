@@ -1,4 +1,4 @@
-"""A search slow enough to watch: each trial sleeps 30 s and reports its curve every second.
+"""A search slow enough to watch: each trial sleeps 4 minutes and reports its curve every second.
 
 The browser test triggers it, watches the curves grow in the task's "Maggy experiment"
 tab, stops one trial and then the whole experiment from the page.
@@ -23,12 +23,12 @@ with DAG(
         train_fn="maggy_core.examples.sleep:train",
         config={
             "searchspace": {"x": ["DOUBLE", [0.0, 1.0]], "y": ["DOUBLE", [0.0, 1.0]]},
-            "num_trials": 6,
+            "num_trials": 4,
             "direction": "max",
             "optimization_key": "metric",
             "es_policy": "none",
             "seed": 3,
-            "train_kwargs": {"seconds": 30, "steps": 30},
+            "train_kwargs": {"seconds": 240, "steps": 240},
         },
         num_workers=2,
     )
