@@ -274,8 +274,6 @@ def ack(driver: Any) -> str:
 def test_watch_and_steer_a_running_experiment(airflow, run, browser, shots):
     from selenium.webdriver.common.by import By
 
-    import maggy_core.channel
-
     driver = browser
     sign_in(driver, airflow)
     open_task_tab(driver, airflow, run["run_id"])
@@ -314,22 +312,16 @@ def test_watch_and_steer_a_running_experiment(airflow, run, browser, shots):
     assert running, statuses(driver)
     victim = running[0]
     driver.find_element(By.CSS_SELECTOR, f"button.stop-trial[data-trial='{victim}']").click()
-    if hasattr(maggy_core.channel, "request_trial_stop"):
-        wait_for(
-            lambda: statuses(driver).get(victim) == "early_stopped",
-            90,
-            f"trial {victim} early_stopped",
-        )
-        wait_for(
-            lambda: (
-                f"Trial {victim} early_stopped: stopped from the UI by {USERNAME}" in ack(driver)
-            ),
-            30,
-            "the coordinator's acknowledgement",
-        )
-    else:  # an engine without the trial stop says so, and nothing else happens
-        wait_for(lambda: "cannot stop one trial" in ack(driver), 30, "the trial stop refused")
-        assert statuses(driver).get(victim) == "running"
+    wait_for(
+        lambda: statuses(driver).get(victim) == "early_stopped",
+        90,
+        f"trial {victim} early_stopped",
+    )
+    wait_for(
+        lambda: f"Trial {victim} early_stopped: stopped from the UI by {USERNAME}" in ack(driver),
+        30,
+        "the coordinator's acknowledgement",
+    )
     driver.switch_to.default_content()
     driver.save_screenshot(str(shots / "task-tab-trial-stopped-light.png"))
     driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "iframe[src*='/maggy/task/']"))
@@ -362,11 +354,10 @@ def test_watch_and_steer_a_running_experiment(airflow, run, browser, shots):
     assert result["status"] == "stopped"
     assert f"stopped from the UI by {USERNAME}" in result["reason"]
     trials = {t["trial_id"]: t for t in result["trials"]}
-    if hasattr(maggy_core.channel, "request_trial_stop"):
-        assert trials[victim]["status"] == "early_stopped"
-        assert trials[victim]["stop_reason"] == f"stopped from the UI by {USERNAME}"
-        journal = (airflow.results_dir / run["experiment_id"] / "journal.jsonl").read_text()
-        assert f"stopped from the UI by {USERNAME}" in journal
+    assert trials[victim]["status"] == "early_stopped"
+    assert trials[victim]["stop_reason"] == f"stopped from the UI by {USERNAME}"
+    journal = (airflow.results_dir / run["experiment_id"] / "journal.jsonl").read_text()
+    assert f"stopped from the UI by {USERNAME}" in journal
 
     # The dark theme: the UI's choice, followed by the framed page.
     driver.execute_script("localStorage.setItem('theme', 'dark')")
