@@ -39,12 +39,15 @@ object may be handed to a Spark task without carrying a socket along.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from maggy_core.exceptions import MessageError
+
+log = logging.getLogger("maggy.channel")
 
 SCHEMA_VERSION = 1
 GROUP = "coordinator"
@@ -93,6 +96,50 @@ MESSAGE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 FINAL_STATUSES = ("finished", "early_stopped")
 
+#: Limits on what the channel accepts. Messages are refused above them (decoded
+#: as a MessageError, counted as malformed and acknowledged), so nothing written to
+#: Redis can make the coordinator or a worker spend unbounded time or memory, or
+#: end it. The engine's own messages stay below them: the worker cuts log lines
+#: and tracebacks to :data:`MAX_TEXT` before sending (see :func:`clip`).
+MAX_MESSAGE = 1_000_000  # bytes of one encoded message
+MAX_TEXT = 64_000  # characters of one string field (a log line, a traceback)
+MAX_DEPTH = 32  # nesting of arrays and objects (params, metrics, info)
+MAX_ITEMS = 10_000  # entries of all arrays and objects of one message together
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, saying so (for log lines, tracebacks)."""
+    if len(text) <= limit:
+        return text
+    note = f" ... [{len(text) - limit + 40} characters cut]"
+    return text[: limit - len(note)] + note
+
+
+def _check_shape(body: Any) -> None:
+    """Refuse a decoded value nested deeper than :data:`MAX_DEPTH`, with more than
+    :data:`MAX_ITEMS` entries, or a string longer than :data:`MAX_TEXT`. Iterative,
+    so a hostile value cannot exhaust the stack."""
+    stack = [(body, 0)]
+    items = 0
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT:
+                raise MessageError(
+                    f"message too large: a string of {len(value)} characters (at most {MAX_TEXT})"
+                )
+            continue
+        if isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise MessageError(f"message too deep: nested more than {MAX_DEPTH} levels")
+            children = (
+                list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+            )
+            items += len(children)
+            if items > MAX_ITEMS:
+                raise MessageError(f"message too large: more than {MAX_ITEMS} entries")
+            stack.extend((c, depth + 1) for c in children)
+
 
 def encode(message: Mapping[str, Any]) -> str:
     """Serialise a message to JSON, adding the schema version.
@@ -113,12 +160,19 @@ def decode(raw: str | bytes) -> dict[str, Any]:
         MessageError: not JSON, not an object, another schema version, an unknown
             type, or a missing or mistyped field (the message names it).
     """
+    if not isinstance(raw, str | bytes):
+        raise MessageError(f"message is not JSON: got {type(raw).__name__}")
+    if len(raw) > MAX_MESSAGE:
+        raise MessageError(f"message too large: {len(raw)} bytes (at most {MAX_MESSAGE})")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError(f"message is not JSON: {exc}") from None
+    except RecursionError:
+        raise MessageError(f"message too deep: nested more than {MAX_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise MessageError(f"message must be a JSON object, got {type(body).__name__}")
+    _check_shape(body)
     validate(body)
     return body
 
@@ -179,6 +233,17 @@ def connect(url: str):  # -> redis.Redis
     )
 
 
+def _decode_entry(fields: Any) -> dict[str, Any] | MessageError:
+    """The message of one stream entry, or the MessageError that says why not:
+    any exception while decoding counts as a malformed message, never more."""
+    try:
+        return decode(fields.get(b"m", b""))
+    except MessageError as exc:
+        return exc
+    except Exception as exc:  # whatever a hostile entry provokes, it is one bad message
+        return MessageError(f"message is not readable: {type(exc).__name__}: {exc}")
+
+
 class _Channel:
     """Shared plumbing: lazy client, key names, pickling without a socket."""
 
@@ -226,6 +291,10 @@ class _Channel:
 # that makes its keys and values, so the two cannot drift apart.
 
 FOLLOWER = "follower"
+#: Lifetime of an experiment's keys after the last refresh of a running experiment.
+KEY_TTL = 6 * 3600
+#: Seconds between two refreshes of that lifetime.
+KEEP_ALIVE = 60.0
 REQUESTS = "requests"  # stream: followers -> coordinator (stop one trial)
 _RUNNING = b"running"
 
@@ -403,6 +472,7 @@ class WorkerChannel(_Channel):
         self.epoch = epoch
         self._hb_client: Any = None
         self._seq = 0
+        self._warned: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -447,14 +517,40 @@ class WorkerChannel(_Channel):
         Returns:
             True when the coordinator has asked this trial to stop.
         """
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(
             self.key("events"),
             {"m": self.event("metric", trial=trial, attempt=attempt, step=step, value=value)},
         )
         pipe.hget(self.key("ctl"), trial)
-        _, flag = pipe.execute()
+        try:
+            _, flag = pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis is away: the trial goes on without this point of its curve
+            # rather than failing for the channel's sake.
+            self._warn_once("a metric report", exc)
+            return False
         return flag == STOP.encode()
+
+    def send_log(self, trial: str, attempt: int, msg: str) -> None:
+        """Send a log line of a trial; dropped (with a warning) while Redis is away."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            self.send("log", trial=trial, attempt=attempt, msg=clip(msg))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._warn_once("a log line", exc)
+
+    def _warn_once(self, what: str, exc: Exception) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(
+                "Redis unreachable: dropped %s (and any more while it is away): %s", what, exc
+            )
 
     def stop_requested(self, trial: str) -> bool:
         return self.client.hget(self.key("ctl"), trial) == STOP.encode()
@@ -473,7 +569,13 @@ class WorkerChannel(_Channel):
         item = self.client.blpop([self.assign_key(self.worker)], timeout=timeout)
         if item is None:
             return None
-        return decode(item[1])
+        msg = _decode_entry({b"m": item[1]})
+        if isinstance(msg, MessageError) or msg["type"] not in ("trial", "done"):
+            # Not the coordinator's: a worker takes only what it expects.
+            kind = "malformed" if isinstance(msg, MessageError) else repr(msg["type"])
+            log.warning("worker %s dropped a %s assignment: %s", self.worker, kind, msg)
+            return None
+        return msg
 
     def experiment_state(self) -> str | None:
         raw = self.client.hget(self.key("meta"), "state")
@@ -560,15 +662,12 @@ class CoordinatorChannel(_Channel):
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 self._requests_at = entry_id
-                try:
-                    msg = decode(fields.get(b"m", b""))
-                    if msg["type"] != "stop_trial":
-                        raise MessageError(
-                            f"field 'type': a request must be 'stop_trial', got {msg['type']!r}"
-                        )
-                    out.append(msg)
-                except MessageError as exc:
-                    out.append(exc)
+                msg = _decode_entry(fields)
+                if not isinstance(msg, MessageError) and msg["type"] != "stop_trial":
+                    msg = MessageError(
+                        f"field 'type': a request must be 'stop_trial', got {msg['type']!r}"
+                    )
+                out.append(msg)
         return out
 
     def publish_progress(self, entry: Mapping[str, Any]) -> None:
@@ -606,10 +705,7 @@ class CoordinatorChannel(_Channel):
         out: list[tuple[bytes, dict[str, Any] | MessageError]] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
-                try:
-                    out.append((entry_id, decode(fields.get(b"m", b""))))
-                except MessageError as exc:
-                    out.append((entry_id, exc))
+                out.append((entry_id, _decode_entry(fields)))
         return out
 
     def ack(self, entry_ids: list[bytes]) -> None:
@@ -649,6 +745,19 @@ class CoordinatorChannel(_Channel):
 
     def forget_worker(self, worker: str) -> None:
         self.client.zrem(self.key("workers"), worker)
+
+    def keep_alive(self, ttl: int = KEY_TTL) -> None:
+        """Give every key of the experiment an expiry ``ttl`` seconds away.
+
+        Called every :data:`KEEP_ALIVE` seconds while the experiment runs, so the
+        keys of a driver that was killed (no chance to call :meth:`finish`) are
+        gone ``ttl`` seconds later, never left for ever.
+        """
+        keys = [k.decode() for k in self.client.smembers(self.key("keys"))] + [self.key("keys")]
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            pipe.expire(k, ttl)
+        pipe.execute()
 
     def finish(self, expire_seconds: int = 3600) -> None:
         """Let every key of the experiment expire; ``meta`` stays readable until then."""

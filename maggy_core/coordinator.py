@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from maggy_core.channel import CoordinatorChannel
+from maggy_core.channel import KEEP_ALIVE, CoordinatorChannel
 from maggy_core.exceptions import MessageError
 from maggy_core.optimizers import DONE, WAIT, Optimizer, Suggestion
 from maggy_core.records import (
@@ -116,6 +116,11 @@ class Coordinator:
         self.started = time.time()
         self.stop_latencies: list[float] = []
         self._last_liveness = time.monotonic()
+        self._last_keep_alive = 0.0
+        self._last_supervised = time.monotonic()
+        # How much longer than an interval a round of supervision may come late
+        # before the time in between does not count against the workers.
+        self._slack = max(1.0, 2 * spec.hb_interval)
 
     # ---------------------------------------------------------------- set-up
 
@@ -123,6 +128,8 @@ class Coordinator:
         """Open the channel and the journal; resume from an earlier journal."""
         state = replay(self.store.journal.records())
         self.channel.open(self.epoch, self._meta())
+        self.channel.keep_alive()
+        self._last_keep_alive = time.monotonic()
         if state.runs:
             self._resume(state.ordered())
             self.store.retire_result()
@@ -178,6 +185,7 @@ class Coordinator:
                 fails with that reason.
             block_ms: Longest wait for events in one read.
         """
+        self._last_supervised = time.monotonic()
         while self.status is None:
             self.poll(block_ms)
             if self.status is None and not job_alive():
@@ -243,8 +251,8 @@ class Coordinator:
         seq = msg.get("seq", 0)
         if seq <= worker.seq:
             return  # a duplicate delivery
-        worker.seq = seq
         if kind == "bye":
+            worker.seq = seq
             worker.busy, worker.trials = msg["busy"], msg["trials"]
             self.registry.drop(wid)
             self.channel.forget_worker(wid)
@@ -256,7 +264,11 @@ class Coordinator:
             or trial.worker != wid
             or trial.status is not TrialStatus.RUNNING
         ):
-            return  # an event of a stale attempt, or an outcome sent again
+            # An event of a stale attempt, an outcome sent again, or one forged for
+            # a trial this worker does not run: dropped, and it moves nothing on
+            # (its sequence number is not taken, so it cannot hide later events).
+            return
+        worker.seq = seq
         if kind == "metric":
             self._on_metric(trial, worker, msg["step"], float(msg["value"]))
         elif kind == "log":
@@ -375,14 +387,33 @@ class Coordinator:
         sup = self.supervisor
         if sup.redis_lost_keys():
             self._restore()
+        if now - self._last_keep_alive >= KEEP_ALIVE:
+            self.channel.keep_alive()
+            self._last_keep_alive = now
         reason = sup.experiment_stop(now)
         if reason is not None:
             self.stop(reason)
             return
         for request in sup.trial_stops():
             self._on_stop_request(request["trial"], request["reason"])
-        for worker in self.registry.check(self.channel.heartbeats(), now):
-            self._lose_worker(worker)
+        beats = self.channel.heartbeats()
+        after = time.monotonic()
+        late = after - self._last_supervised > self.spec.hb_interval + self._slack
+        if late and self.registry.workers:
+            # This loop was not looking (a Redis call that retried through an
+            # outage, a stalled process): workers could not beat meanwhile either,
+            # so their silence says nothing about them.
+            log.info(
+                "no look at the workers for %.1f s: counting every one as seen now",
+                after - self._last_supervised,
+            )
+            self.registry.refresh(after)
+        self._last_supervised = after
+        for worker in self.registry.check(beats, after):
+            self._lose_worker(worker, silent=True)
+        for wid in self.registry.readmitted:
+            log.warning("worker %s beats again after it was lost: taken back", wid)
+        self.registry.readmitted.clear()
 
     def _on_stop_request(self, trial_id: str, reason: str) -> None:
         """Someone asked one trial to stop: an early stop when it runs, else
@@ -406,11 +437,11 @@ class Coordinator:
         log.info("trial %s asked to stop: %s", trial_id, reason)
         self.store.append(StopRequested(trial_id=trial_id, reason=reason, outcome="stopping"))
 
-    def _lose_worker(self, worker: Worker, why: str = "") -> None:
+    def _lose_worker(self, worker: Worker, why: str = "", *, silent: bool = False) -> None:
         why = why or f"no heartbeat for {self.registry.timeout:.0f} s"
         log.warning("worker %s lost: %s", worker.worker_id, why)
         trial = self.table.get(worker.trial) if worker.trial else None
-        self.registry.drop(worker.worker_id)
+        self.registry.drop(worker.worker_id, silent=silent)
         self.channel.forget_worker(worker.worker_id)
         if trial is None:
             return

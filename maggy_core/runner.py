@@ -460,7 +460,8 @@ def run_experiment(
             coordinator.publish_summary(result)
         coordinator.ended(result["status"], result["reason"])
         store.close()
-        channel.finish()
+        with contextlib.suppress(Exception):  # Redis may be what failed; keys expire anyway
+            channel.finish()
         channel.close()
     return result
 

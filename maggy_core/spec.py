@@ -35,6 +35,13 @@ from maggy_core.searchspace import Searchspace
 from maggy_core.stopping import available_stopping_rules, get_stopping_rule
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+#: Upper bounds of the counts in a spec: validation (and everything after it) stays
+#: bounded in time and memory whatever the input; a count above one is refused
+#: with a message naming the field and the maximum.
+MAX_TRIALS = 1_000_000
+MAX_WORKERS = 10_000
+MAX_REPEATS = 10_000
+MIN_HB_INTERVAL = 0.01
 _OPTIMIZER_KEYS = ("name", "options")
 
 
@@ -42,9 +49,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_int(problems: list[tuple[str, str]], name: str, value: Any, minimum: int) -> None:
+def _check_int(
+    problems: list[tuple[str, str]],
+    name: str,
+    value: Any,
+    minimum: int,
+    maximum: int | None = None,
+) -> None:
     if not _is_int(value) or value < minimum:
         problems.append((name, f"must be an integer >= {minimum}, got {value!r}"))
+    elif maximum is not None and value > maximum:
+        problems.append((name, f"must be at most {maximum:,}, got {value:,}"))
 
 
 def _check_id(problems: list[tuple[str, str]], name: str, value: Any) -> None:
@@ -327,7 +342,7 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
         problems += err.problems
 
     if values.get("ablation") is None:
-        _check_int(problems, "num_trials", values["num_trials"], 1)
+        _check_int(problems, "num_trials", values["num_trials"], 1, MAX_TRIALS)
     direction = values["direction"]
     if isinstance(direction, str) and direction.lower() in ("max", "min"):
         out["direction"] = direction.lower()
@@ -367,9 +382,11 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
     hb = values["hb_interval"]
     if isinstance(hb, bool) or not isinstance(hb, (int, float)) or not (0 < hb < math.inf):
         problems.append(("hb_interval", f"must be a number of seconds > 0, got {hb!r}"))
+    elif hb < MIN_HB_INTERVAL:
+        problems.append(("hb_interval", f"must be at least {MIN_HB_INTERVAL} s, got {hb!r}"))
     else:
         out["hb_interval"] = float(hb)
-    _check_int(problems, "workers", values["workers"], 1)
+    _check_int(problems, "workers", values["workers"], 1, MAX_WORKERS)
     seed = values["seed"]
     if seed is not None and not (_is_int(seed) and 0 <= seed < 2**32):
         problems.append(("seed", f"must be null or an integer in [0, 2**32), got {seed!r}"))
@@ -425,6 +442,20 @@ def _validate_ablation(
     try:
         named = OptimizerSpec.parse("loco" if ablator is None else ablator, "ablator", flat=True)
         name, options = named.name, named.options
+        raw_repeats = options.get("repeats")
+        repeats = raw_repeats if isinstance(raw_repeats, int) and raw_repeats is not True else 0
+        if repeats > MAX_REPEATS:
+            # Refused before the plan (repeats x components trials) is made.
+            raise SpecError.one(
+                "ablator.repeats", f"must be at most {MAX_REPEATS:,}, got {repeats:,}"
+            )
+        if study is not None and repeats > 0:
+            planned = (len(study.plan()) + 1) * repeats
+            if planned > MAX_TRIALS:
+                raise SpecError.one(
+                    "ablator.repeats",
+                    f"makes a plan of {planned:,} trials; at most {MAX_TRIALS:,} (num_trials)",
+                )
         seed = values.get("seed")
         plan = get_ablator(
             name,

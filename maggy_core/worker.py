@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from maggy_core.channel import WorkerChannel
+from maggy_core.channel import WorkerChannel, clip
 from maggy_core.exceptions import EarlyStopException, TrialResultError
 from maggy_core.loading import load_callable
 from maggy_core.modes import mode_named
@@ -245,7 +245,10 @@ def _run_trial(
         outcome = {"status": "early_stopped", "metric": reporter.last_metric, "metrics": {}}
     except Exception as exc:
         kind = "error"
-        outcome = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        outcome = {
+            "error": clip(f"{type(exc).__name__}: {exc}", 2000),
+            "traceback": clip(traceback.format_exc()),
+        }
     duration = time.perf_counter() - t0
     encoded = channel.event(
         kind, trial=trial, attempt=attempt, start=start, duration=duration, **outcome

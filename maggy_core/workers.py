@@ -5,7 +5,8 @@ event (or, when Redis lost that event, from its heartbeat); it is lost when its
 heartbeat has not changed for ``timeout`` seconds, or at once when a new Spark
 task registers for its partition (Spark runs one attempt of a task at a time).
 The registry only says who is lost; what happens to a lost worker's trial is the
-coordinator's decision.
+coordinator's decision. A worker lost for silence that beats again (it was stalled,
+or Redis was away longer than the timeout) is taken back, without its trial.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class WorkerRegistry:
         self.idle: deque[str] = deque()
         self.gone: list[Worker] = []  # workers that said bye or were lost
         self._gone_ids: set[str] = set()
+        # Workers lost for silence, with their last heartbeat then: one that beats
+        # again was alive all along (a stall, Redis away) and is taken back.
+        self._silent: dict[str, float] = {}
+        self.readmitted: list[str] = []  # ids taken back, for the log and the tests
 
     def get(self, worker_id: str) -> Worker | None:
         return self.workers.get(worker_id)
@@ -84,6 +89,15 @@ class WorkerRegistry:
             if wid.startswith(f"e{self.epoch}-"):
                 self.workers[wid] = Worker(wid)
                 self.idle.append(wid)
+        for wid in [w for w, last in self._silent.items() if beats.get(w, last) > last]:
+            # It beat again after it was declared lost: take it back, without the
+            # trial it had (that one was queued to run again).
+            del self._silent[wid]
+            self._gone_ids.discard(wid)
+            self.gone = [w for w in self.gone if w.worker_id != wid]
+            self.workers[wid] = Worker(wid, last_beat=beats[wid], seen=now)
+            self.idle.append(wid)
+            self.readmitted.append(wid)
         lost = []
         for wid, worker in self.workers.items():
             beat = beats.get(wid)
@@ -99,9 +113,12 @@ class WorkerRegistry:
         for worker in self.workers.values():
             worker.seen = now
 
-    def drop(self, worker_id: str) -> Worker | None:
-        """The worker is gone (bye, or lost); it is never taken back."""
+    def drop(self, worker_id: str, *, silent: bool = False) -> Worker | None:
+        """The worker is gone: it said bye, its task was replaced, or (``silent``)
+        it stopped beating. Only a silent one is taken back, if it beats again."""
         worker = self.workers.pop(worker_id, None)
+        if silent and worker is not None:
+            self._silent[worker_id] = worker.last_beat
         self._gone_ids.add(worker_id)
         if worker is not None:
             self.gone.append(worker)

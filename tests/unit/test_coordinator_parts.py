@@ -91,3 +91,20 @@ def test_after_an_outage_silence_is_not_death():
     reg.refresh(now=30.0)  # Redis was away until now: nobody could beat
     assert reg.check({"e1-w0.1": 1.0}, now=31.0) == []
     assert [w.worker_id for w in reg.check({"e1-w0.1": 1.0}, now=32.5)] == ["e1-w0.1"]
+
+
+def test_a_worker_lost_for_silence_is_taken_back_when_it_beats_again():
+    reg = WorkerRegistry(epoch=1, timeout=2.0)
+    reg.register("e1-w0.1", "h", 1)
+    reg.register("e1-w1.2", "h", 2)
+    reg.check({"e1-w0.1": 1.0, "e1-w1.2": 1.0}, now=0.0)
+    [lost] = reg.check({"e1-w0.1": 1.0, "e1-w1.2": 1.5}, now=2.5)
+    assert lost.worker_id == "e1-w0.1"
+    reg.drop(lost.worker_id, silent=True)
+    reg.drop("e1-w1.2")  # said bye: never taken back
+    assert reg.check({"e1-w0.1": 1.0, "e1-w1.2": 9.0}, now=3.0) == []  # same beat: still gone
+    assert reg.workers == {}
+    reg.check({"e1-w0.1": 4.0, "e1-w1.2": 9.5}, now=4.0)
+    assert list(reg.workers) == ["e1-w0.1"] and reg.readmitted == ["e1-w0.1"]
+    assert reg.workers["e1-w0.1"].trial is None and "e1-w0.1" in reg.idle
+    assert [w.worker_id for w in reg.gone] == ["e1-w1.2"]
