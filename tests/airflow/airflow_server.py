@@ -10,8 +10,9 @@ configured through the environment (no ``airflow.cfg`` edits):
 - the API server on a free port of 127.0.0.1; the scheduler's and triggerer's
   log servers (which would listen on every interface) are not started: the API
   server reads the task logs from the local log folder;
-- the simple auth manager with one admin user whose password the harness writes
-  to the passwords file beforehand;
+- the simple auth manager with one admin user (and any ``users`` given, each
+  with its role) whose passwords the harness writes to the passwords file
+  beforehand;
 - the ``redis_default`` connection (``AIRFLOW_CONN_REDIS_DEFAULT``), the results
   folder (``MAGGY_RESULTS_DIR``), and Spark bound to loopback.
 
@@ -112,6 +113,9 @@ class AirflowServer:
         results_dir: ``MAGGY_RESULTS_DIR`` of the tasks and of the plugin's pages.
         redis_url: URL of the ``redis_default`` connection.
         extra_env: More environment for every component.
+        users: More users of the simple auth manager: name -> role (``viewer``,
+            ``user``, ``op`` or ``admin``); :meth:`token` and :attr:`passwords`
+            give their credentials.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class AirflowServer:
         results_dir: Path,
         redis_url: str,
         extra_env: dict[str, str] | None = None,
+        users: dict[str, str] | None = None,
     ) -> None:
         self.home = Path(home)
         self.dags_folder = Path(dags_folder)
@@ -131,12 +136,18 @@ class AirflowServer:
         self.base_url = f"http://{HOST}:{self.port}"
         self.tag = secrets.token_hex(8)
         self.password = secrets.token_urlsafe(12)
+        self.roles = {USERNAME: "admin", **(users or {})}
+        #: user name -> password
+        self.passwords = {
+            name: self.password if name == USERNAME else secrets.token_urlsafe(12)
+            for name in self.roles
+        }
         self.bin_dir = Path(sys.executable).parent
         self.airflow = str(self.bin_dir / "airflow")
         self.log_dir = self.home / "components"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._client = httpx.Client(base_url=self.base_url, timeout=30.0)
-        self._token: str | None = None
+        self._tokens: dict[str, str] = {}
         self.slow_to_stop: list[str] = []
 
     # ------------------------------------------------------------ set-up
@@ -155,7 +166,9 @@ class AirflowServer:
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    f"{name}:{role}" for name, role in self.roles.items()
+                ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
                 "AIRFLOW__API__HOST": HOST,
                 "AIRFLOW__API__PORT": str(self.port),
@@ -201,7 +214,7 @@ class AirflowServer:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         (self.home / "spark-local").mkdir(exist_ok=True)
         # The simple auth manager only generates passwords for users the file lacks.
-        self.passwords_file.write_text(json.dumps({USERNAME: self.password}) + "\n")
+        self.passwords_file.write_text(json.dumps(self.passwords) + "\n")
         self._env = self.env()
         deadline = time.monotonic() + timeout
         migrate_log = self.log_dir / "db-migrate.log"
@@ -281,15 +294,15 @@ class AirflowServer:
 
     # ------------------------------------------------------------ REST API
 
-    def token(self) -> str:
-        """A JWT of the admin user (``POST /auth/token``, as the login form does)."""
-        if self._token is None:
+    def token(self, username: str = USERNAME) -> str:
+        """A JWT of the user (default: the admin), from ``POST /auth/token`` as the login form."""
+        if username not in self._tokens:
             reply = self._client.post(
-                "/auth/token", json={"username": USERNAME, "password": self.password}
+                "/auth/token", json={"username": username, "password": self.passwords[username]}
             )
             assert reply.status_code == 201, f"login failed: {reply.status_code} {reply.text}"
-            self._token = reply.json()["access_token"]
-        return self._token
+            self._tokens[username] = reply.json()["access_token"]
+        return self._tokens[username]
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
