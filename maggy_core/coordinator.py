@@ -205,6 +205,8 @@ class Coordinator:
             "attempt": trial.attempt,
             "params": trial.params,
             "budget": trial.budget,
+            # An earlier trial whose checkpoint this one continues (set by the optimiser).
+            "checkpoint": trial.info.get("checkpoint"),
         }
 
     def _resume(self, records: list[dict[str, Any]]) -> None:

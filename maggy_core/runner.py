@@ -453,6 +453,7 @@ def run_experiment(
             spec.train_fn if train_fn is None else None,
             spec.train_kwargs,
             _launch_study(spec),
+            checkpoint_dir=str(store.root / "checkpoints"),
         ).to_json()
         task = (
             functools.partial(spark_task, launch)

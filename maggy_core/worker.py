@@ -30,12 +30,12 @@ from typing import Any
 
 from maggy_core.channel import WorkerChannel
 from maggy_core.exceptions import EarlyStopException, SpecError, TrialResultError
-from maggy_core.reporter import Reporter
+from maggy_core.reporter import Checkpoint, Reporter, load_checkpoint
 
 log = logging.getLogger("maggy.worker")
 
 #: Names a training function can ask for besides its hyperparameters.
-INJECTED = ("hparams", "reporter", "budget", "trial_id")
+INJECTED = ("hparams", "reporter", "budget", "trial_id", "checkpoint")
 TERMINAL_STATES = ("finished", "failed", "stopped")
 
 
@@ -69,7 +69,7 @@ def check_signature(
     """Problems with calling ``fn`` for a trial, as ``(field, message)`` pairs.
 
     A training function receives, by name, ``hparams`` (all hyperparameters),
-    ``reporter``, ``budget``, ``trial_id``, each hyperparameter and each of the
+    ``reporter``, ``budget``, ``trial_id``, ``checkpoint``, each hyperparameter and each of the
     spec's ``train_kwargs`` (``fixed``); a ``**kwargs`` receives the
     hyperparameters it did not name. Each hyperparameter must reach the function
     one way or another, and every argument without a default must be one of these.
@@ -125,8 +125,10 @@ def build_kwargs(
     budget: float | None,
     trial_id: str,
     fixed: Mapping[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
-    """The keyword arguments of one call of a training function."""
+    """The keyword arguments of one call of a training function (``checkpoint``:
+    the earlier trial's checkpoint the optimiser gave this one, or ``None``)."""
     sig = inspect.signature(fn)
     fixed = fixed or {}
     injected = {
@@ -134,6 +136,7 @@ def build_kwargs(
         "reporter": reporter,
         "budget": budget,
         "trial_id": trial_id,
+        "checkpoint": checkpoint,
     }
     kwargs: dict[str, Any] = {}
     var_kw = False
@@ -219,6 +222,7 @@ class Launch:
     train_fn: str | None = None
     train_kwargs: dict[str, Any] = field(default_factory=dict)
     ablation: dict[str, Any] | None = None  # the study's block, for ablation trials
+    checkpoint_dir: str | None = None  # <results>/<experiment>/checkpoints, when workers see it
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -306,7 +310,7 @@ def _run_trial(
     """Run one assignment. Returns the seconds it took and its encoded outcome
     (a ``final`` or ``error`` event), which the caller sends."""
     trial, attempt = msg["trial"], msg["attempt"]
-    reporter = Reporter(channel, trial, attempt, msg["params"])
+    reporter = Reporter(channel, trial, attempt, msg["params"], launch.checkpoint_dir)
     start = time.time()
     t0 = time.perf_counter()
     kind = "final"
@@ -315,7 +319,10 @@ def _run_trial(
         fixed = launch.train_kwargs
         if launch.ablation is not None:
             fixed = {**fixed, **_study(launch).injections(msg["params"].get("ablated"))}
-        kwargs = build_kwargs(fn, msg["params"], reporter, msg.get("budget"), trial, fixed)
+        checkpoint = load_checkpoint(launch.checkpoint_dir, msg.get("checkpoint"))
+        kwargs = build_kwargs(
+            fn, msg["params"], reporter, msg.get("budget"), trial, fixed, checkpoint
+        )
         metric, metrics = interpret_return(fn(**kwargs), launch.optimization_key)
         status = "early_stopped" if reporter.stopped else "finished"
         outcome = {"status": status, "metric": metric, "metrics": metrics}
