@@ -387,25 +387,19 @@ def main(argv: list[str] | None = None) -> int:
 
         with spark_context(MASTER, "bench-early-stopping", None):
             warm_up(tmp)
-            for seed in seeds:
-                for m in methods:
-                    print(f"  seed {seed}: {m} ...", end=" ", flush=True)
-                    try:
-                        r = run_optuna(m, seed) if m in OPTUNA_METHODS else run_maggy(m, seed, tmp)
-                    except Exception as exc:  # one failing run must not hide the others
-                        traceback.print_exc()
-                        print(f"  !! {m} seed {seed} failed: {type(exc).__name__}: {exc}")
-                        failed = True
-                        continue
-                    failed = failed or r["status"] != "ok"
-                    runs.append(r)
-                    print(
-                        f"t95 {fmt(r['t95_s'], '.2f', 'never')}, "
-                        f"best {fmt(r['best_metric'], '.4f')}, "
-                        f"{r['epochs']} epochs, util {fmt(r['utilisation'], '.3f')}, "
-                        f"others used {fmt(r['other_cores'])} cores",
-                        flush=True,
-                    )
+            runs, failed = _common.run_each(
+                seeds,
+                methods,
+                lambda m, seed: (
+                    run_optuna(m, seed) if m in OPTUNA_METHODS else run_maggy(m, seed, tmp)
+                ),
+                lambda r: (
+                    f"t95 {fmt(r['t95_s'], '.2f', 'never')}, "
+                    f"best {fmt(r['best_metric'], '.4f')}, "
+                    f"{r['epochs']} epochs, util {fmt(r['utilisation'], '.3f')}, "
+                    f"others used {fmt(r['other_cores'])} cores"
+                ),
+            )
     except Exception as exc:
         traceback.print_exc()
         print(f"!! the benchmark failed: {type(exc).__name__}: {exc}")
