@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from maggy_core.examples.sleep import budgeted
+from maggy_core.loading import check_signature
 from maggy_core.reporter import CHECKPOINT_FILE, Checkpoint, Reporter, load_checkpoint
-from maggy_core.worker import build_kwargs, check_signature
+from maggy_core.worker import build_kwargs
 
 
 def test_a_saved_checkpoint_is_json_beside_the_trial_with_its_last_step(tmp_path: Path) -> None:
