@@ -239,3 +239,36 @@ def finish(
                 "load_average": os.getloadavg(),
             },
         )
+
+
+def run_each(
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    run: Any,
+    line: Any,
+    label: Any = str,
+) -> tuple[list[dict[str, Any]], bool]:
+    """``run(method, seed)`` for every seed, then every method, printing ``line(row)``
+    after each; one run that raises is reported and does not hide the others.
+
+    Returns:
+        The rows, and whether any run raised or has a ``status`` other than ``"ok"``.
+    """
+    import traceback
+
+    rows: list[dict[str, Any]] = []
+    failed = False
+    for seed in seeds:
+        for m in methods:
+            print(f"  seed {seed}: {label(m)} ...", end=" ", flush=True)
+            try:
+                row = run(m, seed)
+            except Exception as exc:
+                traceback.print_exc()
+                print(f"  !! {m} seed {seed} failed: {type(exc).__name__}: {exc}")
+                failed = True
+                continue
+            failed = failed or row["status"] != "ok"
+            rows.append(row)
+            print(line(row), flush=True)
+    return rows, failed

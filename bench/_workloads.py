@@ -32,11 +32,12 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from maggy_core.examples.sleep import resumed_epoch
 from maggy_core.optimizers import DONE, Decision, Suggestion
 from maggy_core.optimizers._asha import ASHA
 
 if TYPE_CHECKING:
-    from maggy_core.reporter import Reporter
+    from maggy_core.reporter import Checkpoint, Reporter
     from maggy_core.searchspace import Searchspace
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "curve_value",
     "crossing_curve",
     "epoch_seconds",
+    "resumable_curve",
     "run_config_for_budget",
 ]
 
@@ -149,6 +151,33 @@ def crossing_curve(
     if n < 1:
         raise ValueError(f"the number of epochs must be positive, got {budget or epochs!r}")
     return _train_epochs(width, decay, lr, n, reporter.broadcast)
+
+
+def resumable_curve(
+    width: float,
+    decay: float,
+    lr: float,
+    reporter: Reporter,
+    budget: float,
+    checkpoint: Checkpoint | None = None,
+) -> float:
+    """:func:`crossing_curve` for ASHA with checkpointed promotions: a trial given
+    the checkpoint of its configuration's previous rung runs only the epochs past
+    it; it saves ``{"epoch": e}`` when done.
+
+    Returns:
+        The value after the last epoch.
+    """
+    start = resumed_epoch(checkpoint)
+    n = math.ceil(budget)
+    step = epoch_seconds(width)
+    value = curve_value(width, decay, lr, start)
+    for epoch in range(start + 1, n + 1):
+        time.sleep(step)
+        value = curve_value(width, decay, lr, epoch)
+        reporter.broadcast(value, step=epoch)
+    reporter.save_checkpoint({"epoch": max(start, n)})
+    return value
 
 
 def run_config_for_budget(item: tuple[int, dict[str, Any], int]) -> dict[str, Any]:

@@ -465,30 +465,27 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             warm_up(sc, tmp)
             print(f"  warm-up done in {time.monotonic() - t0:.1f} s", flush=True)
-            for seed in seeds:
-                for m in methods:
-                    print(f"  seed {seed}: {LABELS[m]} ...", end=" ", flush=True)
-                    try:
-                        if m == "sh":
-                            r = run_sh(sc, seed, n, best_possible)
-                        else:
-                            r, result = run_engine_method(m, seed, n, tmp, best_possible)
-                            if m == "asha":
-                                r["same_configs_as_sh"] = _same_configs(result, seed)
-                    except Exception as exc:  # one failing run must not hide the others
-                        traceback.print_exc()
-                        print(f"  !! {m} seed {seed} failed: {type(exc).__name__}: {exc}")
-                        failed = True
-                        continue
-                    failed = failed or r["status"] != "ok"
-                    runs.append(r)
-                    print(
-                        f"makespan {r['makespan_s']:.2f} s, util {fmt(r['utilisation'], '.3f')}, "
-                        f"best {fmt(r['best_metric'], '.4f')}, t95 {t95_text(r['t95_s'])}, "
-                        f"{r['epochs']} epochs in {r['trials']} trials, "
-                        f"others used {fmt(r['other_cores'])} cores",
-                        flush=True,
-                    )
+
+            def run(m: str, seed: int) -> dict[str, Any]:
+                if m == "sh":
+                    return run_sh(sc, seed, n, best_possible)
+                r, result = run_engine_method(m, seed, n, tmp, best_possible)
+                if m == "asha":
+                    r["same_configs_as_sh"] = _same_configs(result, seed)
+                return r
+
+            runs, failed = _common.run_each(
+                seeds,
+                methods,
+                run,
+                lambda r: (
+                    f"makespan {r['makespan_s']:.2f} s, util {fmt(r['utilisation'], '.3f')}, "
+                    f"best {fmt(r['best_metric'], '.4f')}, t95 {t95_text(r['t95_s'])}, "
+                    f"{r['epochs']} epochs in {r['trials']} trials, "
+                    f"others used {fmt(r['other_cores'])} cores"
+                ),
+                LABELS.get,
+            )
     except Exception as exc:
         traceback.print_exc()
         print(f"!! the benchmark failed: {type(exc).__name__}: {exc}")

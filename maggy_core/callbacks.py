@@ -15,19 +15,28 @@ Example::
 :class:`~maggy_core.exceptions.EarlyStopException`, raised by
 ``reporter.broadcast`` when the coordinator stops the trial, propagates out of
 ``model.fit`` and ends the training function, as it should.
+
+Continuing a promoted trial (ASHA) from its configuration's previous rung::
+
+    def train(lr, budget, reporter, checkpoint=None):
+        ...
+        keep = KerasCheckpoint(reporter)
+        start = keep.restore(model, checkpoint)   # 0 without a checkpoint
+        model.fit(x, y, epochs=int(budget), initial_epoch=start, callbacks=[keep, ...])
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import keras
 
 if TYPE_CHECKING:
-    from maggy_core.reporter import Reporter
+    from maggy_core.reporter import Checkpoint, Reporter
 
-__all__ = ["KerasBatchEnd", "KerasEpochEnd"]
+__all__ = ["KerasBatchEnd", "KerasCheckpoint", "KerasEpochEnd"]
 
 
 def _metric(logs: Mapping[str, Any] | None, metric: str, where: str) -> float:
@@ -81,3 +90,39 @@ class KerasEpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = _metric(logs, self.metric, "KerasEpochEnd")
         self.reporter.broadcast(value, step=epoch)
+
+
+class KerasCheckpoint(keras.callbacks.Callback):
+    """Saves the model's weights into the trial's checkpoint at the end of every
+    epoch, and restores them for a trial that continues an earlier one.
+
+    The weights go to ``reporter.checkpoint_path()/<weights>`` (Keras's own file
+    format, written by the training function's process, never sent anywhere), and
+    ``{"epoch": e}`` (epochs done) to ``reporter.save_checkpoint``, so the next rung's
+    trial of the same configuration starts at epoch ``e``.
+
+    Args:
+        reporter: The reporter handed to the training function.
+        weights: File name of the weights in the checkpoint directory.
+    """
+
+    def __init__(self, reporter: Reporter, weights: str = "model.weights.h5") -> None:
+        super().__init__()
+        self.reporter = reporter
+        self.weights = weights
+
+    def restore(self, model: Any, checkpoint: Checkpoint | None) -> int:
+        """Load ``checkpoint``'s weights into ``model``; the epoch to continue from
+        (``fit``'s ``initial_epoch``), 0 when there is nothing to restore."""
+        if checkpoint is None:
+            return 0
+        path = os.path.join(checkpoint.path, self.weights)
+        epoch = checkpoint.data.get("epoch") if isinstance(checkpoint.data, dict) else None
+        if not os.path.exists(path) or not isinstance(epoch, int) or epoch < 0:
+            return 0
+        model.load_weights(path)
+        return epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.model.save_weights(os.path.join(self.reporter.checkpoint_path(), self.weights))
+        self.reporter.save_checkpoint({"epoch": epoch + 1})

@@ -599,4 +599,6 @@ def _assignment(trial: TrialRecord) -> dict[str, Any]:
         "attempt": trial.attempts,
         "params": trial.params,
         "budget": trial.budget,
+        # An earlier trial whose checkpoint this one continues (set by the optimiser).
+        "checkpoint": trial.info.get("checkpoint"),
     }

@@ -14,7 +14,7 @@ from typing import Any
 from maggy_core.exceptions import SpecError
 
 #: Names a training function can ask for besides its hyperparameters.
-INJECTED = ("hparams", "reporter", "budget", "trial_id")
+INJECTED = ("hparams", "reporter", "budget", "trial_id", "checkpoint")
 
 
 def load_callable(path: str) -> Callable[..., Any]:
@@ -47,7 +47,7 @@ def check_signature(
     """Problems with calling ``fn`` for a trial, as ``(field, message)`` pairs.
 
     A training function receives, by name, ``hparams`` (all hyperparameters),
-    ``reporter``, ``budget``, ``trial_id``, each hyperparameter and each of the
+    ``reporter``, ``budget``, ``trial_id``, ``checkpoint``, each hyperparameter and each of the
     spec's ``train_kwargs`` (``fixed``); a ``**kwargs`` receives the
     hyperparameters it did not name. Each hyperparameter must reach the function
     one way or another, and every argument without a default must be one of these.

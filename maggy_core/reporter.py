@@ -6,13 +6,31 @@ the trial's stop flag. When the coordinator has stopped the trial, ``broadcast``
 raises :class:`~maggy_core.exceptions.EarlyStopException`, which ends the
 training function; the worker records the trial as early-stopped and takes the
 next one at once.
+
+Checkpoints let a trial continue where an earlier trial of the same configuration
+stopped (an ASHA promotion). :meth:`Reporter.save_checkpoint` writes a JSON value
+and :meth:`Reporter.checkpoint_path` gives a directory for the files the training
+function writes itself (model weights); both are kept in the results directory,
+``<results_dir>/<experiment_id>/checkpoints/<trial_id>/``, beside the trial's log.
+A later trial that the optimiser gives this checkpoint receives it as the argument
+``checkpoint`` (a :class:`Checkpoint`), or ``None``. Nothing of it is pickled and
+nothing crosses Redis but the earlier trial's id: the files stay where the workers
+write them, so the workers must see the results directory (one machine, or a shared
+file system); a worker that does not find the earlier trial's directory gets
+``None`` and trains from scratch.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
+import os
+import re
 import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maggy_core.channel import clip
@@ -20,6 +38,51 @@ from maggy_core.exceptions import EarlyStopException
 
 if TYPE_CHECKING:
     from maggy_core.channel import WorkerChannel
+
+#: The file :meth:`Reporter.save_checkpoint` writes in a trial's checkpoint directory.
+CHECKPOINT_FILE = "checkpoint.json"
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """An earlier trial's checkpoint, as a training function receives it.
+
+    Attributes:
+        trial_id: The trial that wrote it.
+        path: Its directory (what that trial's ``reporter.checkpoint_path()`` was),
+            holding the files it wrote.
+        data: What it passed to ``reporter.save_checkpoint`` last, or ``None``.
+        step: The last step it had reported when it saved ``data``, or ``None``.
+    """
+
+    trial_id: str
+    path: str
+    data: Any = None
+    step: int | None = None
+
+
+def load_checkpoint(root: str | os.PathLike[str] | None, trial_id: Any) -> Checkpoint | None:
+    """The checkpoint of trial ``trial_id`` under ``root``, or ``None`` when there is
+    none to give (no root, no id, an id that is not a plain name, no such directory).
+
+    The id comes from an assignment read from Redis: it must be a plain name, so no
+    message can point a worker at a path outside the checkpoints directory.
+    """
+    if root is None or not isinstance(trial_id, str) or not _SAFE_ID.fullmatch(trial_id):
+        return None
+    folder = Path(root) / trial_id
+    if not folder.is_dir():
+        return None
+    data, step = None, None
+    saved = folder / CHECKPOINT_FILE
+    if saved.exists():
+        try:
+            record = json.loads(saved.read_text(encoding="utf-8"))
+            data, step = record.get("data"), record.get("step")
+        except (OSError, ValueError, AttributeError):
+            data, step = None, None  # a torn or foreign file: the files may still serve
+    return Checkpoint(trial_id, str(folder), data, step if isinstance(step, int) else None)
 
 
 class Reporter:
@@ -31,6 +94,9 @@ class Reporter:
         trial_id: The trial this reporter belongs to.
         attempt: Which run of the trial this is (1 for the first).
         params: The trial's hyperparameters.
+        checkpoint_root: The experiment's checkpoints directory; this trial's
+            checkpoint goes to ``<checkpoint_root>/<trial_id>``. ``None``: a
+            temporary directory, made when first asked for.
     """
 
     def __init__(
@@ -39,6 +105,7 @@ class Reporter:
         trial_id: str = "t0000",
         attempt: int = 1,
         params: dict[str, Any] | None = None,
+        checkpoint_root: str | os.PathLike[str] | None = None,
     ) -> None:
         self._channel = channel
         self.trial_id = trial_id
@@ -46,6 +113,42 @@ class Reporter:
         self.params = dict(params or {})
         self.history: list[tuple[int, float]] = []
         self.stopped = False
+        self._checkpoint_root = checkpoint_root
+        self._checkpoint_dir: Path | None = None
+
+    def checkpoint_path(self) -> str:
+        """This trial's checkpoint directory (made if needed), for files the training
+        function writes itself, e.g. ``model.save_weights(os.path.join(path, ...))``.
+        A later trial that continues this one finds them in ``checkpoint.path``."""
+        if self._checkpoint_dir is None:
+            if self._checkpoint_root is None:
+                self._checkpoint_dir = Path(tempfile.mkdtemp(prefix=f"maggy-{self.trial_id}-"))
+            else:
+                self._checkpoint_dir = Path(self._checkpoint_root) / self.trial_id
+        self._checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return str(self._checkpoint_dir)
+
+    def save_checkpoint(self, obj: Any) -> None:
+        """Save ``obj`` (JSON types only: numbers, strings, lists, dicts, None) as the
+        trial's checkpoint, with the last step reported so far; replaces the one
+        saved before. Written atomically, so a trial stopped mid-write leaves the
+        previous one.
+
+        Raises:
+            ValueError: ``obj`` is not JSON (the message says what is not).
+        """
+        step = self.history[-1][0] if self.history else None
+        try:
+            text = json.dumps({"step": step, "data": obj}, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"save_checkpoint: 'obj' must be JSON (numbers, strings, lists, dicts, "
+                f"None); {exc} (write other things to files in checkpoint_path())"
+            ) from None
+        folder = Path(self.checkpoint_path())
+        partial = folder / f".{CHECKPOINT_FILE}.{os.getpid()}"
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, folder / CHECKPOINT_FILE)
 
     @property
     def last_metric(self) -> float | None:

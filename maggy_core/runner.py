@@ -412,6 +412,7 @@ def run_experiment(
             spec.train_kwargs,
             mode.name,
             mode.worker_block(spec),
+            checkpoint_dir=str(store.root / "checkpoints"),
         ).to_json()
         task = (
             functools.partial(spark_task, launch)

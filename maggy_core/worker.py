@@ -31,7 +31,7 @@ from maggy_core.channel import WorkerChannel, clip
 from maggy_core.exceptions import EarlyStopException, TrialResultError
 from maggy_core.loading import load_callable
 from maggy_core.modes import mode_named
-from maggy_core.reporter import Reporter
+from maggy_core.reporter import Checkpoint, Reporter, load_checkpoint
 
 log = logging.getLogger("maggy.worker")
 
@@ -45,8 +45,10 @@ def build_kwargs(
     budget: float | None,
     trial_id: str,
     fixed: Mapping[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
-    """The keyword arguments of one call of a training function."""
+    """The keyword arguments of one call of a training function (``checkpoint``:
+    the earlier trial's checkpoint the optimiser gave this one, or ``None``)."""
     sig = inspect.signature(fn)
     fixed = fixed or {}
     injected = {
@@ -54,6 +56,7 @@ def build_kwargs(
         "reporter": reporter,
         "budget": budget,
         "trial_id": trial_id,
+        "checkpoint": checkpoint,
     }
     kwargs: dict[str, Any] = {}
     var_kw = False
@@ -140,6 +143,7 @@ class Launch:
     train_kwargs: dict[str, Any] = field(default_factory=dict)
     mode: str = "search"  # see maggy_core.modes
     block: dict[str, Any] | None = None  # the mode's own JSON (a study's block)
+    checkpoint_dir: str | None = None  # <results>/<experiment>/checkpoints, when workers see it
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -227,7 +231,7 @@ def _run_trial(
     """Run one assignment. Returns the seconds it took and its encoded outcome
     (a ``final`` or ``error`` event), which the caller sends."""
     trial, attempt = msg["trial"], msg["attempt"]
-    reporter = Reporter(channel, trial, attempt, msg["params"])
+    reporter = Reporter(channel, trial, attempt, msg["params"], launch.checkpoint_dir)
     start = time.time()
     t0 = time.perf_counter()
     kind = "final"
@@ -237,7 +241,10 @@ def _run_trial(
             **launch.train_kwargs,
             **mode_named(launch.mode).injections(launch.block, msg["params"]),
         }
-        kwargs = build_kwargs(fn, msg["params"], reporter, msg.get("budget"), trial, fixed)
+        checkpoint = load_checkpoint(launch.checkpoint_dir, msg.get("checkpoint"))
+        kwargs = build_kwargs(
+            fn, msg["params"], reporter, msg.get("budget"), trial, fixed, checkpoint
+        )
         metric, metrics = interpret_return(fn(**kwargs), launch.optimization_key)
         status = "early_stopped" if reporter.stopped else "finished"
         outcome = {"status": status, "metric": metric, "metrics": metrics}

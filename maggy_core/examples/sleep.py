@@ -17,9 +17,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from maggy_core.reporter import Reporter
+    from maggy_core.reporter import Checkpoint, Reporter
 
-__all__ = ["budgeted", "curve", "default_quality", "noop", "train"]
+__all__ = ["budgeted", "curve", "default_quality", "noop", "resumed_epoch", "train"]
 
 
 def _curve_value(quality: float, step: int, steps: int) -> float:
@@ -121,6 +121,7 @@ def budgeted(
     reporter: Reporter,
     step_seconds: float = 0.01,
     rate: float = 3.0,
+    checkpoint: Checkpoint | None = None,
     **hparams: Any,
 ) -> float:
     """A learning curve trained for ``budget`` epochs (for ASHA and Hyperband).
@@ -131,6 +132,10 @@ def budgeted(
     gives a higher value and the ranking of configurations is the same at every
     budget, so successive halving must find the best one.
 
+    It saves ``{"epoch": e}`` as its checkpoint after every epoch, and a trial
+    given a checkpoint (an ASHA promotion) continues after its epoch: only the
+    added epochs run.
+
     Returns:
         The value at the last epoch.
 
@@ -140,9 +145,19 @@ def budgeted(
     if budget is None or budget <= 0:
         raise ValueError(f"budget must be a positive number of epochs, got {budget!r}")
     level = default_quality(hparams)
-    value = 0.0
-    for epoch in range(1, math.ceil(budget) + 1):
+    done = resumed_epoch(checkpoint)
+    value = level * (1.0 - math.exp(-done / rate))
+    for epoch in range(done + 1, math.ceil(budget) + 1):
         time.sleep(step_seconds)
         value = level * (1.0 - math.exp(-epoch / rate))
         reporter.broadcast(value, step=epoch)
+        reporter.save_checkpoint({"epoch": epoch})
     return value
+
+
+def resumed_epoch(checkpoint: Checkpoint | None) -> int:
+    """The epoch a checkpoint saved as ``{"epoch": e}`` reached; 0 without one."""
+    if checkpoint is None or not isinstance(checkpoint.data, dict):
+        return 0
+    epoch = checkpoint.data.get("epoch", 0)
+    return epoch if isinstance(epoch, int) and epoch > 0 else 0

@@ -5,9 +5,11 @@ ASHA (Li et al., 2020) runs configurations at a small budget and promotes the be
 rung holds enough results, without waiting for the rung to fill: no worker ever
 waits for a barrier. Budgets: ``resource_min * reduction_factor**k`` for rungs
 ``k = 0, 1, ...`` up to ``resource_max``. The budget reaches the training
-function as ``budget`` (and as ``hparams["budget"]``); a promoted configuration
-runs again from scratch at the larger budget (the training function may resume
-from a checkpoint of its own).
+function as ``budget`` (and as ``hparams["budget"]``). A promoted configuration
+continues from the checkpoint its previous rung's trial saved: the trial's info
+names that trial (``checkpoint``), and the training function receives its
+checkpoint as the argument ``checkpoint`` (``None`` if it saved none), so a
+promotion costs only the added budget when the function resumes from it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from maggy_core.optimizers._base import DONE, Decision, Optimizer, Suggestion
+from maggy_core.optimizers._base import DONE, WAIT, Decision, Optimizer, Suggestion
 from maggy_core.searchspace import Searchspace
 from maggy_core.trial import FrozenTrial, TrialStatus
 
@@ -32,11 +34,18 @@ def _is_number(value: Any) -> bool:
 class ASHA(Optimizer):
     """Asynchronous successive halving (``optimizer: asha``).
 
-    ``num_trials`` counts every trial, promotions included. Whenever a worker is
-    free, the optimiser promotes, from the highest rung down, a configuration in
-    the top ``1/reduction_factor`` of its rung that was not promoted yet;
-    when there is none, it starts a new random configuration at the lowest
-    budget. It never answers WAIT. Rungs rank by the final metric, larger is
+    ``num_trials`` counts configurations: the search starts that many and promotes
+    them as far as the rungs allow, so the number of trials is larger (about
+    ``num_trials * 1.5`` with ``reduction_factor: 3``). Whenever a worker is free,
+    the optimiser promotes, from the highest rung down, a configuration in the top
+    ``1/reduction_factor`` of its rung that was not promoted yet; when there is
+    none, it starts a new random configuration at the lowest budget; once
+    ``num_trials`` configurations have started, it answers WAIT while trials that
+    may earn a promotion still run, and DONE when none does.
+
+    A promotion's ``info`` names the trial of the same configuration at the rung
+    below (``checkpoint``); the worker hands that trial's checkpoint to the new
+    one (see ``maggy_core.reporter``). Rungs rank by the final metric, larger is
     better for ``direction: max`` and smaller for ``min``; failed trials are not
     ranked, early-stopped ones rank by their last value.
 
@@ -95,6 +104,10 @@ class ASHA(Optimizer):
             [set() for _ in self.budgets] for _ in range(self.brackets)
         ]
         self.history: list[list[Any]] = []  # [bracket, rung, config, signed metric|None, ended]
+        self.pending = 0  # suggested trials not observed yet
+        # (bracket, rung, config) -> id of the trial that ran it: its checkpoint
+        # goes to the configuration's promotion.
+        self.trial_ids: dict[tuple[int, int, int], str] = {}
 
     @classmethod
     def check(cls, searchspace: Searchspace, options: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -135,21 +148,26 @@ class ASHA(Optimizer):
     # ------------------------------------------------------------ suggest / observe
 
     def suggest(self) -> Suggestion | Decision:
-        if self.count >= self.num_trials:
-            return DONE
-        self.count += 1
         promotion = self._promotion()
+        info: dict[str, Any] = {}
         if promotion is not None:
             bracket, rung, config = promotion
             self.promoted[bracket][rung - 1].add(config)
+            previous = self.trial_ids.get((bracket, rung - 1, config))
+            if previous:
+                info["checkpoint"] = previous
+        elif len(self.configs) >= self.num_trials:
+            return WAIT if self.pending > 0 else DONE
         else:
             config = len(self.configs)
             bracket = config % self.brackets
             rung = bracket
             rng = random.Random(f"{self._seed}/asha/{config}")
             self.configs.append(self.searchspace.sample(rng))
+        self.count += 1
+        self.pending += 1
         self.history.append([bracket, rung, config, None, False])
-        info = {"bracket": bracket, "rung": rung, "config": config}
+        info.update(bracket=bracket, rung=rung, config=config)
         return Suggestion(dict(self.configs[config]), budget=self.budgets[rung], info=info)
 
     def _promotion(self) -> tuple[int, int, int] | None:
@@ -173,6 +191,7 @@ class ASHA(Optimizer):
             bracket, rung, config = int(info["bracket"]), int(info["rung"]), int(info["config"])
         except (KeyError, TypeError, ValueError):
             return  # not one of ours (a trial run again after a resume is)
+        self.trial_ids[(bracket, rung, config)] = trial.trial_id
         signed = None
         if trial.status is not TrialStatus.FAILED and trial.metric is not None:
             signed = self.sign * trial.metric
@@ -180,6 +199,7 @@ class ASHA(Optimizer):
         for record in reversed(self.history):
             if record[:3] == [bracket, rung, config] and not record[4]:
                 record[3], record[4] = signed, True
+                self.pending -= 1
                 break
 
     # ------------------------------------------------------------ resume and state
@@ -198,6 +218,7 @@ class ASHA(Optimizer):
             if rung > bracket:
                 self.promoted[bracket][rung - 1].add(config)
             self.history.append([bracket, rung, config, None, False])
+            self.pending += 1
             if trial.status.is_terminal:
                 self.observe(trial)
 

@@ -25,9 +25,18 @@ How the search maps onto Optuna:
   RUNNING until :meth:`observe`, so samplers that consider running trials (TPE with
   ``constant_liar``, Optuna 5's default; GP's batch acquisition) spread parallel
   suggestions out instead of proposing one point to every idle worker.
-- Results: FINISHED -> COMPLETE with the metric; EARLY_STOPPED -> its reports as
-  intermediate values, then PRUNED (TPE ranks pruned trials by them); FAILED (or a
-  NaN metric) -> FAIL.
+- Results: FINISHED -> COMPLETE with the metric; FAILED (or a NaN metric) -> FAIL;
+  EARLY_STOPPED -> the model learns from it too, in the way its sampler can:
+  TPE (and any sampler but GP and CMA-ES) gets its reports as intermediate values,
+  then PRUNED: TPE ranks pruned trials below complete ones, the further a trial got
+  the better, then by its value at the step it reached, which is what a stopped
+  trial tells (it was worse than others at that step) without taking a partial
+  value for a final one. GP and CMA-ES ignore pruned trials (CMA-ES's
+  ``consider_pruned_trials`` still needs a complete trial to know the space), so
+  they are told a stopped trial as COMPLETE with its last value at the step it
+  reached: a pessimistic estimate of where its curve would have ended. Without
+  this, under aggressive stopping (``es_policy: asha``) most trials would teach
+  those models nothing.
 - Repeatability: each ``ask`` uses a fresh sampler seeded from ``(seed, trial
   number)`` (QMC keeps the seed itself: it indexes one low-discrepancy sequence),
   and what samplers store in the study (CMA-ES's optimiser, QMC's counter) is
@@ -107,6 +116,8 @@ _STUDY_NAME = "maggy"
 #: The sampler of ``optuna`` without a ``sampler`` option: Optuna's own default.
 _DEFAULT_SAMPLER = "TPESampler"
 _STATES = ("running", "complete", "pruned", "fail")
+#: Samplers that ignore PRUNED trials: they are told a stopped trial as COMPLETE.
+_PRUNED_UNSEEN = frozenset({"GPSampler", "CmaEsSampler"})
 
 
 def _module_available(name: str) -> bool:
@@ -250,12 +261,15 @@ def _on_grid(param: Parameter, raw: float) -> float:
     return min(max(float(f"{lo + k * step:.12g}"), lo), hi)
 
 
-def _outcome(trial: FrozenTrial) -> tuple[str, float | None, list[tuple[int, float]]]:
+def _outcome(
+    trial: FrozenTrial, stopped_complete: bool = False
+) -> tuple[str, float | None, list[tuple[int, float]]]:
     """What Optuna is told about a terminal trial: (state, value, intermediate values).
 
     The value of a pruned trial is its last intermediate value, as Optuna's ``tell``
     sets it; the intermediate values keep the first report of each step, as
-    Optuna's ``Trial.report`` does.
+    Optuna's ``Trial.report`` does. With ``stopped_complete`` (samplers that ignore
+    pruned trials), an early-stopped trial is COMPLETE with that last value.
     """
     if trial.status is TrialStatus.FINISHED:
         if _finite_or_inf(trial.metric):
@@ -269,6 +283,10 @@ def _outcome(trial: FrozenTrial) -> tuple[str, float | None, list[tuple[int, flo
             steps[0] = float(trial.metric)  # type: ignore[arg-type]
         history = sorted(steps.items())
         last = steps[max(steps)] if steps else None
+        if stopped_complete:
+            if last is None or not _finite_or_inf(last):
+                return "fail", None, []
+            return "complete", last, []
         return "pruned", (last if _finite_or_inf(last) else None), history
     return "fail", None, []
 
@@ -310,10 +328,10 @@ class _Record:
         )
 
     @classmethod
-    def from_trial(cls, trial: FrozenTrial) -> _Record:
+    def from_trial(cls, trial: FrozenTrial, stopped_complete: bool = False) -> _Record:
         record = cls(params=dict(trial.params), info=dict(trial.info), trial_id=trial.trial_id)
         if trial.status.is_terminal:
-            record.state, record.value, record.history = _outcome(trial)
+            record.state, record.value, record.history = _outcome(trial, stopped_complete)
         return record
 
 
@@ -357,6 +375,7 @@ class _OptunaSearch(Optimizer):
         warn = params.get("warn_independent_sampling")
         if warn is not None and warn.default is True:
             kwargs.setdefault("warn_independent_sampling", False)
+        self._stopped_complete = name in _PRUNED_UNSEEN
         self._sampler_kwargs = kwargs
         self._takes_seed = "seed" in params
         self._seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
@@ -644,7 +663,7 @@ class _OptunaSearch(Optimizer):
         """
         if not trial.status.is_terminal:
             raise ValueError(f"observe takes a terminal trial, got {trial.status.value}")
-        state, value, history = _outcome(trial)
+        state, value, history = _outcome(trial, self._stopped_complete)
         number = self._find(trial)
         if number is None:
             if any(r.trial_id == trial.trial_id for r in self._records):
@@ -700,7 +719,7 @@ class _OptunaSearch(Optimizer):
             if seeds:
                 self._seed = int(seeds[0])
         try:
-            self._rebuild([_Record.from_trial(t) for t in trials])
+            self._rebuild([_Record.from_trial(t, self._stopped_complete) for t in trials])
         except (KeyError, TypeError, ValueError) as err:
             raise SpecError.one(
                 "optimizer_state", f"cannot resume from the trials: {err}"

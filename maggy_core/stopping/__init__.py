@@ -10,8 +10,11 @@ from maggy_core.stopping._base import StoppingRule
 from maggy_core.stopping._median import MedianRule
 from maggy_core.stopping._none import NoStopping
 from maggy_core.stopping._percentile import PercentileRule
+from maggy_core.stopping._rungs import ASHARule, HyperbandRule
 
 __all__ = [
+    "ASHARule",
+    "HyperbandRule",
     "MedianRule",
     "NoStopping",
     "PercentileRule",
@@ -68,6 +71,8 @@ def get_stopping_rule(
     return cls(direction=direction, min_trials=min_trials, interval=interval, **(options or {}))
 
 
+register_stopping_rule(ASHARule)
+register_stopping_rule(HyperbandRule)
 register_stopping_rule(MedianRule)
 register_stopping_rule(NoStopping)
 register_stopping_rule(PercentileRule)

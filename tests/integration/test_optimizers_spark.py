@@ -23,7 +23,7 @@ def run(spec: dict, redis_url, tmp_path):
 
 
 @pytest.mark.parametrize("direction", ["max", "min"])
-def test_asha_promotes_as_its_rungs_say(redis_url, tmp_path, direction):
+def test_asha_promotes_as_its_rungs_say_and_promotions_continue(redis_url, tmp_path, direction):
     # quality = 1 / (1 + x^2): for "min" the metric is negated by the objective below.
     result = run(
         {
@@ -34,7 +34,7 @@ def test_asha_promotes_as_its_rungs_say(redis_url, tmp_path, direction):
                 "name": "asha",
                 "options": {"resource_min": 1, "resource_max": 9, "reduction_factor": 3},
             },
-            "num_trials": 22,
+            "num_trials": 15,  # configurations: promotions come on top
             "direction": direction,
         },
         redis_url,
@@ -42,13 +42,26 @@ def test_asha_promotes_as_its_rungs_say(redis_url, tmp_path, direction):
     )
     assert result["status"] == "finished", result["reason"]
     trials = {t["trial_id"]: t for t in result["trials"]}
-    assert len(trials) == 22
+    assert sum(1 for t in trials.values() if t["info"]["rung"] == 0) == 15
+    assert len(trials) > 15
     budgets = {0: 1, 1: 3, 2: 9}
+    by_rung = {(t["info"]["rung"], t["info"]["config"]): t for t in trials.values()}
+    checkpoints = tmp_path / result["experiment_id"] / "checkpoints"
     for t in trials.values():
+        rung = t["info"]["rung"]
         assert t["status"] == "finished"
-        assert t["budget"] == budgets[t["info"]["rung"]]
-        # The training function ran for its budget: one report per epoch.
-        assert [s for s, _ in t["history"]] == list(range(1, t["budget"] + 1))
+        assert t["budget"] == budgets[rung]
+        # Every trial saved its checkpoint beside the trial, in the results directory.
+        assert (checkpoints / t["trial_id"] / "checkpoint.json").exists()
+        if rung == 0:
+            assert "checkpoint" not in t["info"]
+            assert [s for s, _ in t["history"]] == list(range(1, t["budget"] + 1))
+            continue
+        # A promotion received the checkpoint of its configuration's previous rung
+        # and ran only the added epochs.
+        previous = by_rung[(rung - 1, t["info"]["config"])]
+        assert t["info"]["checkpoint"] == previous["trial_id"]
+        assert [s for s, _ in t["history"]] == list(range(budgets[rung - 1] + 1, t["budget"] + 1))
     assert {t["info"]["rung"] for t in trials.values()} == {0, 1, 2}
 
     # Replay the journal: at each promotion, the promoted configuration must be in

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from maggy_core.exceptions import SpecError
-from maggy_core.optimizers import ASHA, DONE, Hyperband, Suggestion, get_optimizer
+from maggy_core.optimizers import ASHA, DONE, WAIT, Hyperband, Suggestion, get_optimizer
 from maggy_core.searchspace import Searchspace
 from maggy_core.trial import FrozenTrial, TrialStatus
 
@@ -87,13 +87,45 @@ def test_failed_trials_are_not_ranked() -> None:
     assert take(opt).info["rung"] == 0
 
 
-def test_num_trials_counts_promotions_and_then_done() -> None:
-    opt = asha(num_trials=4)
+def test_num_trials_counts_configurations_then_waits_for_promotions_then_done() -> None:
+    opt = asha(num_trials=3)
     runs = [take(opt) for _ in range(3)]
+    assert opt.suggest() is WAIT  # 3 configurations started; they may earn promotions
     for i, s in enumerate(runs):
         end(opt, s, float(i))
-    assert take(opt).info["rung"] == 1
+    promoted = take(opt)  # a promotion is not a new configuration
+    assert promoted.info["rung"] == 1 and promoted.info["config"] == 2
+    assert opt.suggest() is WAIT
+    end(opt, promoted, 5.0)
+    # One result at rung 1: floor(1/3) = 0 may go up; nothing runs: the search is over.
     assert opt.suggest() is DONE
+    assert len(opt.configs) == 3 and opt.count == 4
+
+
+def test_a_promotion_names_the_trial_whose_checkpoint_it_continues() -> None:
+    opt = asha()
+    first = [take(opt) for _ in range(3)]
+    assert all("checkpoint" not in s.info for s in first)
+    for i, s in enumerate(first):
+        opt.observe(
+            FrozenTrial(f"t{i:04d}", s.params, TrialStatus.FINISHED, float(i), (), s.budget, s.info)
+        )
+    promoted = take(opt)
+    assert promoted.info["config"] == 2 and promoted.info["checkpoint"] == "t0002"
+    opt.observe(
+        FrozenTrial(
+            "t0003", promoted.params, TrialStatus.FINISHED, 9.0, (), promoted.budget, promoted.info
+        )
+    )
+    # A resumed search names the same trials.
+    again = asha()
+    again.resume(
+        [
+            FrozenTrial(f"t{i:04d}", s.params, TrialStatus.FINISHED, float(i), (), s.budget, s.info)
+            for i, s in enumerate(first)
+        ]
+    )
+    assert take(again).info["checkpoint"] == "t0002"
 
 
 def test_hyperband_brackets_start_higher() -> None:

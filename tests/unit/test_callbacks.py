@@ -61,3 +61,25 @@ def test_a_stop_ends_fit():
     with pytest.raises(EarlyStopException):
         fit(KerasEpochEnd(reporter, metric="val_accuracy"), epochs=10)
     assert len(reporter.history) == 2
+
+
+def test_keras_checkpoint_saves_weights_and_a_promotion_continues_from_them(tmp_path) -> None:
+    from maggy_core.callbacks import KerasCheckpoint
+    from maggy_core.reporter import load_checkpoint
+
+    first = Reporter(None, "t0001", checkpoint_root=tmp_path)
+    keep = KerasCheckpoint(first)
+    history = fit(keep, epochs=2)
+    model = keep.model
+    assert len(history.history["loss"]) == 2
+    checkpoint = load_checkpoint(tmp_path, "t0001")
+    assert checkpoint is not None and checkpoint.data == {"epoch": 2}
+    assert os.path.exists(os.path.join(checkpoint.path, "model.weights.h5"))
+
+    later = Reporter(None, "t0005", checkpoint_root=tmp_path)
+    fresh = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    again = KerasCheckpoint(later)
+    assert again.restore(fresh, checkpoint) == 2
+    for a, b in zip(fresh.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert again.restore(fresh, None) == 0

@@ -502,3 +502,50 @@ def test_optuna_logging_and_experimental_warnings_are_silenced() -> None:
     assert [
         w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)
     ] == []
+
+
+# --- stopped trials teach the model -----------------------------------------------------
+
+
+def _after_stopped_trials(
+    name: str, options: dict[str, Any], status: TrialStatus, seed: int
+) -> float:
+    """Mean bowl value of 10 suggestions made after 24 trials that all ended with
+    ``status``; an early-stopped one reported 30 % of its final value at step 1."""
+    opt = make(name, options, square(), num_trials=34, seed=seed)
+    for i in range(24):
+        s = ask(opt)
+        partial = 0.3 * (bowl(s.params) - 1.0)  # the bowl, shifted below 0, at step 1
+        if status is TrialStatus.EARLY_STOPPED:
+            trial = FrozenTrial(
+                f"t{i:04d}", s.params, status, partial, ((1, partial),), info=s.info
+            )
+        else:
+            trial = FrozenTrial(f"t{i:04d}", s.params, status, None, (), info=s.info)
+        opt.observe(trial)
+    return sum(bowl(ask(opt).params) for _ in range(10)) / 10
+
+
+@pytest.mark.parametrize(("name", "options"), MODELS, ids=IDS[:3])
+def test_model_based_optimisers_learn_from_early_stopped_trials(
+    name: str, options: dict[str, Any]
+) -> None:
+    if name == "gp":
+        pytest.importorskip("torch")
+    learned = [
+        _after_stopped_trials(name, options, TrialStatus.EARLY_STOPPED, s) for s in (1, 2, 3)
+    ]
+    # The same trials, failed: the model learns nothing and keeps sampling at random.
+    blind = [_after_stopped_trials(name, options, TrialStatus.FAILED, s) for s in (1, 2, 3)]
+    assert sum(learned) / 3 > sum(blind) / 3 + 0.02, (learned, blind)
+
+
+def test_stopped_trials_reach_each_sampler_in_the_form_it_uses() -> None:
+    stopped = FrozenTrial(
+        "t", {"x": 0.1, "y": 0.2}, TrialStatus.EARLY_STOPPED, 0.4, ((1, 0.2), (3, 0.4))
+    )
+    assert _optuna._outcome(stopped) == ("pruned", 0.4, [(1, 0.2), (3, 0.4)])
+    assert _optuna._outcome(stopped, stopped_complete=True) == ("complete", 0.4, [])
+    assert make("tpe", {}, square())._stopped_complete is False
+    assert make("cmaes", {"popsize": 4}, square())._stopped_complete is True
+    assert make("optuna", {"sampler": "GPSampler"}, square())._stopped_complete is True

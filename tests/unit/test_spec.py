@@ -100,7 +100,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "num_trials": True,
         "direction": "up",
         "optimization_key": "",
-        "es_policy": "asha",
+        "es_policy": "bohb",
         "es_min": -1,
         "es_interval": 0,
         "hb_interval": 0,
@@ -135,7 +135,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "extra",
     }
     assert "allowed: " + ", ".join(available_optimizers()) in problems["optimizer.name"]
-    assert "must be one of median, none" in problems["es_policy"]
+    assert "must be one of asha, hyperband, median, none" in problems["es_policy"]
     assert "'max' or 'min'" in problems["direction"]
 
 

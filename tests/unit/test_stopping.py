@@ -64,14 +64,15 @@ LOW = [0.3, 0.4, 0.5, 0.6]  # 0.45
 
 
 def test_registry() -> None:
-    assert available_stopping_rules() == ["median", "none", "percentile"]
+    assert available_stopping_rules() == ["asha", "hyperband", "median", "none", "percentile"]
     assert isinstance(
         get_stopping_rule("NONE", direction="max", min_trials=0, interval=1), NoStopping
     )
     with pytest.raises(
-        SpecError, match="es_policy: unknown rule 'asha'; allowed: median, none, percentile"
+        SpecError,
+        match="es_policy: unknown rule 'bohb'; allowed: asha, hyperband, median, none, percentile",
     ):
-        get_stopping_rule("asha", direction="max", min_trials=0, interval=1)
+        get_stopping_rule("bohb", direction="max", min_trials=0, interval=1)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +95,7 @@ def test_unknown_option_is_rejected() -> None:
         MedianRule(direction="max", min_trials=1, interval=1, quantile=0.5)
 
 
-@pytest.mark.parametrize("rule_name", ["median", "none", "percentile"])
+@pytest.mark.parametrize("rule_name", ["asha", "hyperband", "median", "none", "percentile"])
 def test_conformance_empty_history_and_fresh_rule_never_stop(rule_name: str) -> None:
     rule = get_stopping_rule(rule_name, direction="max", min_trials=0, interval=1)
     assert should_stop(rule, trial([])) is False
