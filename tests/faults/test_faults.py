@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def test_redis_down_for_a_while_with_no_persistence(tmp_path, seconds):
     Redis's silence, nothing runs twice, the experiment finishes."""
     server = PrivateRedis()
     url = server.start()
-    exp = f"outage-{int(seconds)}"
+    exp = f"outage-{int(seconds)}-{uuid.uuid4().hex[:6]}"
     thread, out = run_in_thread(sleep_spec(exp, 16), url, tmp_path, exp)
     folder = tmp_path / exp
     try:
@@ -118,7 +119,7 @@ def test_redis_down_for_a_while_with_no_persistence(tmp_path, seconds):
 
 @pytest.mark.usefixtures("local_spark")
 def test_hostile_messages_on_every_stream_and_list(tmp_path, redis_url):
-    exp = "hostile"
+    exp = f"hostile-{uuid.uuid4().hex[:6]}"
     thread, out = run_in_thread(sleep_spec(exp, 10), redis_url, tmp_path, exp)
     folder = tmp_path / exp
     client = ch.connect(redis_url)
@@ -161,7 +162,7 @@ def test_hostile_messages_on_every_stream_and_list(tmp_path, redis_url):
 
 @pytest.mark.usefixtures("local_spark")
 def test_keys_expire_even_while_the_experiment_runs(tmp_path, redis_url):
-    exp = "expiry"
+    exp = f"expiry-{uuid.uuid4().hex[:6]}"
     thread, out = run_in_thread(sleep_spec(exp, 6), redis_url, tmp_path, exp)
     client = ch.connect(redis_url)
     prefix = ch.key_prefix(exp)
@@ -175,7 +176,7 @@ def test_keys_expire_even_while_the_experiment_runs(tmp_path, redis_url):
 
 @pytest.mark.usefixtures("local_spark")
 def test_a_torn_journal_tail_is_repaired_and_the_resume_runs_nothing_twice(tmp_path, redis_url):
-    exp = "torn"
+    exp = f"torn-{uuid.uuid4().hex[:6]}"
     spec = sleep_spec(exp, 10)
     thread, out = run_in_thread(spec, redis_url, tmp_path, exp)
     folder = tmp_path / exp
@@ -220,7 +221,7 @@ def _maggy_run(spec_path: Path, results: Path, url: str, exp: str) -> subprocess
 @pytest.mark.parametrize("seed", range(5))
 def test_sigkill_of_the_driver_at_a_random_point_then_resume(tmp_path, redis_url, seed):
     rng = random.Random(seed)
-    exp = f"killed-{seed}"
+    exp = f"killed-{seed}-{uuid.uuid4().hex[:6]}"
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(sleep_spec(exp, 8).to_dict()))
     folder = tmp_path / exp
