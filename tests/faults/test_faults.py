@@ -101,7 +101,7 @@ def test_redis_down_for_a_while_with_no_persistence(tmp_path, seconds):
     thread, out = run_in_thread(sleep_spec(exp, 16), url, tmp_path, exp)
     folder = tmp_path / exp
     try:
-        wait_for(lambda: len(ended_trials(folder)) >= 4, 90, "four trials to end")
+        wait_for(lambda: len(ended_trials(folder)) >= 4, 240, "four trials to end")
         before = ended_trials(folder)
         port = server.port
         server.stop()
@@ -124,7 +124,7 @@ def test_hostile_messages_on_every_stream_and_list(tmp_path, redis_url):
     folder = tmp_path / exp
     client = ch.connect(redis_url)
     prefix = ch.key_prefix(exp)
-    wait_for(lambda: len(ended_trials(folder)) >= 2, 90, "two trials to end")
+    wait_for(lambda: len(ended_trials(folder)) >= 2, 240, "two trials to end")
     before = ended_trials(folder)
     workers = [w.decode() for w in client.zrange(prefix + "workers", 0, -1)]
     assert workers
@@ -166,7 +166,7 @@ def test_keys_expire_even_while_the_experiment_runs(tmp_path, redis_url):
     thread, out = run_in_thread(sleep_spec(exp, 6), redis_url, tmp_path, exp)
     client = ch.connect(redis_url)
     prefix = ch.key_prefix(exp)
-    wait_for(lambda: len(ended_trials(tmp_path / exp)) >= 1, 90, "a trial to end")
+    wait_for(lambda: len(ended_trials(tmp_path / exp)) >= 1, 240, "a trial to end")
     keys = [k.decode() for k in client.smembers(prefix + "keys")] + [prefix + "keys"]
     ttls = {k: client.ttl(k) for k in keys if client.exists(k)}
     assert ttls and all(0 < t <= ch.KEY_TTL for t in ttls.values()), ttls
@@ -180,7 +180,7 @@ def test_a_torn_journal_tail_is_repaired_and_the_resume_runs_nothing_twice(tmp_p
     spec = sleep_spec(exp, 10)
     thread, out = run_in_thread(spec, redis_url, tmp_path, exp)
     folder = tmp_path / exp
-    wait_for(lambda: len(ended_trials(folder)) >= 3, 90, "three trials to end")
+    wait_for(lambda: len(ended_trials(folder)) >= 3, 240, "three trials to end")
     ch.request_experiment_stop(ch.connect(redis_url), exp, "the test")
     thread.join(120)
     assert out["status"] == "stopped"
