@@ -558,7 +558,10 @@ class WorkerChannel(_Channel):
     def heartbeat(self) -> None:
         if self._hb_client is None:
             self._hb_client = connect(self.url)
-        self._hb_client.zadd(self.key("workers"), {self.worker: time.time()})
+        pipe = self._hb_client.pipeline(transaction=False)
+        pipe.zadd(self.key("workers"), {self.worker: time.time()})
+        pipe.expire(self.key("workers"), KEY_TTL)  # a key a worker may make: never without one
+        pipe.execute()
 
     def next_message(self, timeout: float = 1.0) -> dict[str, Any] | None:
         """Block up to ``timeout`` seconds for the next assignment.
@@ -673,9 +676,10 @@ class CoordinatorChannel(_Channel):
     def publish_progress(self, entry: Mapping[str, Any]) -> None:
         """Append an ended trial's summary to the ``progress`` stream (capped), for
         followers such as the Airflow operator's trigger."""
-        self.client.xadd(
-            self.key("progress"), {"m": json.dumps(entry)}, maxlen=10000, approximate=True
-        )
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(self.key("progress"), {"m": json.dumps(entry)}, maxlen=10000, approximate=True)
+        pipe.expire(self.key("progress"), KEY_TTL)  # made here: an expiry from the start
+        pipe.execute()
 
     def set_meta(self, **fields: Any) -> None:
         mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
@@ -728,6 +732,7 @@ class CoordinatorChannel(_Channel):
         pipe = self.client.pipeline(transaction=False)
         pipe.rpush(key, encode(message))
         pipe.sadd(self.key("keys"), key)
+        pipe.expire(key, KEY_TTL)
         pipe.execute()
 
     def request_stop(self, trial: str) -> None:

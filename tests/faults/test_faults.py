@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,11 @@ def test_redis_down_for_a_while_with_no_persistence(tmp_path, seconds):
     Redis's silence, nothing runs twice, the experiment finishes."""
     server = PrivateRedis()
     url = server.start()
-    exp = f"outage-{int(seconds)}"
+    exp = f"outage-{int(seconds)}-{uuid.uuid4().hex[:6]}"
     thread, out = run_in_thread(sleep_spec(exp, 16), url, tmp_path, exp)
     folder = tmp_path / exp
     try:
-        wait_for(lambda: len(ended_trials(folder)) >= 4, 90, "four trials to end")
+        wait_for(lambda: len(ended_trials(folder)) >= 4, 240, "four trials to end")
         before = ended_trials(folder)
         port = server.port
         server.stop()
@@ -118,12 +119,12 @@ def test_redis_down_for_a_while_with_no_persistence(tmp_path, seconds):
 
 @pytest.mark.usefixtures("local_spark")
 def test_hostile_messages_on_every_stream_and_list(tmp_path, redis_url):
-    exp = "hostile"
+    exp = f"hostile-{uuid.uuid4().hex[:6]}"
     thread, out = run_in_thread(sleep_spec(exp, 10), redis_url, tmp_path, exp)
     folder = tmp_path / exp
     client = ch.connect(redis_url)
     prefix = ch.key_prefix(exp)
-    wait_for(lambda: len(ended_trials(folder)) >= 2, 90, "two trials to end")
+    wait_for(lambda: len(ended_trials(folder)) >= 2, 240, "two trials to end")
     before = ended_trials(folder)
     workers = [w.decode() for w in client.zrange(prefix + "workers", 0, -1)]
     assert workers
@@ -161,11 +162,11 @@ def test_hostile_messages_on_every_stream_and_list(tmp_path, redis_url):
 
 @pytest.mark.usefixtures("local_spark")
 def test_keys_expire_even_while_the_experiment_runs(tmp_path, redis_url):
-    exp = "expiry"
+    exp = f"expiry-{uuid.uuid4().hex[:6]}"
     thread, out = run_in_thread(sleep_spec(exp, 6), redis_url, tmp_path, exp)
     client = ch.connect(redis_url)
     prefix = ch.key_prefix(exp)
-    wait_for(lambda: len(ended_trials(tmp_path / exp)) >= 1, 90, "a trial to end")
+    wait_for(lambda: len(ended_trials(tmp_path / exp)) >= 1, 240, "a trial to end")
     keys = [k.decode() for k in client.smembers(prefix + "keys")] + [prefix + "keys"]
     ttls = {k: client.ttl(k) for k in keys if client.exists(k)}
     assert ttls and all(0 < t <= ch.KEY_TTL for t in ttls.values()), ttls
@@ -175,11 +176,11 @@ def test_keys_expire_even_while_the_experiment_runs(tmp_path, redis_url):
 
 @pytest.mark.usefixtures("local_spark")
 def test_a_torn_journal_tail_is_repaired_and_the_resume_runs_nothing_twice(tmp_path, redis_url):
-    exp = "torn"
+    exp = f"torn-{uuid.uuid4().hex[:6]}"
     spec = sleep_spec(exp, 10)
     thread, out = run_in_thread(spec, redis_url, tmp_path, exp)
     folder = tmp_path / exp
-    wait_for(lambda: len(ended_trials(folder)) >= 3, 90, "three trials to end")
+    wait_for(lambda: len(ended_trials(folder)) >= 3, 240, "three trials to end")
     ch.request_experiment_stop(ch.connect(redis_url), exp, "the test")
     thread.join(120)
     assert out["status"] == "stopped"
@@ -220,7 +221,7 @@ def _maggy_run(spec_path: Path, results: Path, url: str, exp: str) -> subprocess
 @pytest.mark.parametrize("seed", range(5))
 def test_sigkill_of_the_driver_at_a_random_point_then_resume(tmp_path, redis_url, seed):
     rng = random.Random(seed)
-    exp = f"killed-{seed}"
+    exp = f"killed-{seed}-{uuid.uuid4().hex[:6]}"
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(sleep_spec(exp, 8).to_dict()))
     folder = tmp_path / exp
