@@ -130,6 +130,8 @@ def _make_optimizer(spec: ExperimentSpec):
             direction=spec.direction,
             seed=spec.seed,
             options=spec.ablator.options,
+            alpha=spec.ablation.alpha,
+            confidence=spec.ablation.confidence,
         )
     return get_optimizer(
         spec.optimizer.name,

@@ -536,34 +536,40 @@ class TrialContext:
         self.components = {c.name: c for c in spec.plan()}
         self._table: Any = None
 
-    def injections(self, ablated: str | None) -> dict[str, Any]:
+    def injections(self, ablated: str | list[str] | None) -> dict[str, Any]:
         """``dataset_function``, ``model_function`` and ``components`` for a trial
-        that leaves out ``ablated`` (``None``: the base trial).
+        that leaves out ``ablated``: a component, a list of components left out
+        together (an interaction pair), or ``None`` (the base trial).
 
         Raises:
-            SpecError: If ``ablated`` is not a component of the study.
+            SpecError: If ``ablated`` names no component of the study, or a custom
+                model in a list (a custom model replaces the whole model).
         """
-        if ablated is not None and ablated not in self.components:
-            raise SpecError.one("ablated", f"{ablated!r} is not a component of the study")
-        component = self.components.get(ablated) if ablated is not None else None
+        names = [] if ablated is None else [ablated] if isinstance(ablated, str) else ablated
+        unknown = [n for n in names if n not in self.components]
+        if unknown:
+            raise SpecError.one("ablated", f"{unknown[0]!r} is not a component of the study")
+        left_out = [self.components[n] for n in names]
+        if len(left_out) > 1 and any(c.kind == "custom_model" for c in left_out):
+            raise SpecError.one("ablated", "a custom model cannot be left out with another")
         switches = {
-            name: name != ablated for name, c in self.components.items() if c.kind == "component"
+            name: name not in names for name, c in self.components.items() if c.kind == "component"
         }
         has_data = self.spec.dataset is not None or self.spec.dataset_generator is not None
         return {
-            "dataset_function": (lambda: self.dataset(component)) if has_data else None,
-            "model_function": lambda **kwargs: self.model(component, **kwargs),
+            "dataset_function": (lambda: self.dataset(*left_out)) if has_data else None,
+            "model_function": lambda **kwargs: self.model(*left_out, **kwargs),
             "components": switches,
         }
 
-    def dataset(self, component: Component | None) -> Any:
-        """The table without ``component``'s columns (a feature), label kept."""
+    def dataset(self, *components: Component | None) -> Any:
+        """The table without the columns of the ``components`` that are features,
+        label kept."""
         if self._table is None:
             self._table = self._load()
         table = self._table
-        if component is not None and component.kind == "feature":
-            return table.drop(columns=list(component.members))
-        return table.copy()
+        drop = [m for c in components if c is not None and c.kind == "feature" for m in c.members]
+        return table.drop(columns=drop) if drop else table.copy()
 
     def _load(self) -> Any:
         import pandas as pd
@@ -582,27 +588,33 @@ class TrialContext:
         path = str(self.spec.dataset)
         return pd.read_csv(path) if path.lower().endswith(".csv") else pd.read_parquet(path)
 
-    def model(self, component: Component | None, **kwargs: Any) -> Any:
+    def model(self, *components: Component | None, **kwargs: Any) -> Any:
         """A fresh model: the custom one, the base one without the ablated layers,
         or the base one; ``None`` without a base model. ``kwargs`` go to the
         generator (e.g. ``input_dim`` after a feature was left out)."""
         from maggy_core.worker import load_callable
 
-        if component is not None and component.kind == "custom_model":
-            return load_callable(component.generator or "")(**kwargs)
+        present = [c for c in components if c is not None]
+        custom = [c for c in present if c.kind == "custom_model"]
+        if custom:
+            return load_callable(custom[0].generator or "")(**kwargs)
         if self.spec.base_model is None:
             return None
         model = load_callable(self.spec.base_model)(**kwargs)
-        if component is None or component.kind not in ("layer", "layer_group"):
+        layered = [c for c in present if c.kind in ("layer", "layer_group")]
+        if not layered:
             return model
         from maggy_core.ablation.surgery import layers_with_prefix, remove_layers
 
-        names = list(component.members)
-        if component.prefix is not None:
-            names = layers_with_prefix(model, component.prefix)
-            if not names:
-                raise SpecError.one(
-                    "ablation.layer_groups",
-                    f"no layer of the base model starts with {component.prefix!r}",
-                )
+        names: list[str] = []
+        for component in layered:
+            members = list(component.members)
+            if component.prefix is not None:
+                members = layers_with_prefix(model, component.prefix)
+                if not members:
+                    raise SpecError.one(
+                        "ablation.layer_groups",
+                        f"no layer of the base model starts with {component.prefix!r}",
+                    )
+            names += [m for m in members if m not in names]
         return remove_layers(model, names)

@@ -30,6 +30,7 @@ from maggy_core.exceptions import SpecError  # noqa: E402
 from maggy_core.optimizers import DONE, Suggestion  # noqa: E402
 from maggy_core.runner import _make_optimizer, prepare  # noqa: E402
 from maggy_core.spec import ExperimentSpec, load_spec  # noqa: E402
+from maggy_core.trial import FrozenTrial, TrialStatus  # noqa: E402
 
 SPEC_YAML = """\
 name: titanic-like-ablation
@@ -489,18 +490,38 @@ def test_loco_plan_is_deterministic_for_a_seed() -> None:
     assert len(plan(None)) == 8  # no seed: one is drawn
 
 
-def test_loco_resumes_from_its_state() -> None:
+def test_loco_resumes_from_the_journals_trials() -> None:
     options = {"repeats": 3}
     whole = drain(get_ablator("loco", COMPONENTS, direction="max", seed=21, options=options))
     first = get_ablator("loco", COMPONENTS, direction="max", seed=21, options=options)
-    done = [first.suggest().params for _ in range(5)]
-    state = json.loads(json.dumps(first.state_dict()))  # journaled as JSON
+    made = [first.suggest() for _ in range(5)]
+    assert all(isinstance(s, Suggestion) for s in made)
+    # The journal's trials, as JSON: two ended, three had not.
+    trials = [
+        FrozenTrial(
+            f"t{i:04d}",
+            json.loads(json.dumps(s.params)),
+            TrialStatus.FINISHED if i < 2 else TrialStatus.PENDING,
+            0.5 if i < 2 else None,
+            info=json.loads(json.dumps(s.info)),
+        )
+        for i, s in enumerate(made)
+        if isinstance(s, Suggestion)
+    ]
     again = get_ablator("loco", COMPONENTS, direction="max", seed=None, options=options)
-    again.load_state_dict(state)
-    assert done + drain(again) == whole
+    again.resume(trials)  # the drawn seed is replaced by the study's, from the trials
+    assert again.seed == 21
+    assert [t.params for t in trials] + drain(again) == whole
     with pytest.raises(SpecError) as err:
-        again.load_state_dict({**state, "optimizer": "randomsearch"})
-    assert err.value.problems[0][0] == "optimizer_state"
+        get_ablator("loco", COMPONENTS, direction="max", seed=None, options=options).resume(
+            [
+                trials[0],
+                FrozenTrial("t9", trials[1].params, TrialStatus.PENDING, info={"study_seed": 5}),
+            ]
+        )
+    assert err.value.problems[0][0] == "ablator"
+    # Nothing but the trials persists an ablator.
+    assert not {"state_dict", "load_state_dict"} & (vars(Ablator).keys() | vars(LOCO).keys())
 
 
 def test_a_custom_ablator_class_is_used() -> None:
