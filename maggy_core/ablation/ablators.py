@@ -240,6 +240,7 @@ class LOCO(Ablator):
         self._started: float | None = None
         self._pairs: list[tuple[str, str]] | None = None
         self._looks: dict[tuple[str, int], LookStats] = {}
+        self._adjusted: dict[str, float] = {}  # Holm-adjusted p-values at the last status
         self.num_trials = self._most_trials()
         self._queue_upto(self.repeats.min)
 
@@ -308,11 +309,16 @@ class LOCO(Ablator):
         return WAIT if self._in_flight else DONE
 
     def _plan_more(self) -> None:
-        """Queue the next group of every open component whose look is complete, or
-        the interaction pairs once every component has stopped."""
+        """Queue the next group of every open component whose look is complete, the
+        one nearest a decision (smallest adjusted p-value) first, so that a budget
+        goes first where it is most likely to settle something; or the interaction
+        pairs once every component has stopped."""
         status = self.status()
         looks = self.repeats.looks()
-        for name in self._names:
+        order = sorted(
+            self._names, key=lambda n: (self._adjusted.get(n, 1.0), self._names.index(n))
+        )
+        for name in order:
             if status[name] != "open":
                 continue
             if not self._look_complete(name):
@@ -394,6 +400,7 @@ class LOCO(Ablator):
             stats[name] = self._look(name, pairs, reached[-1]) if reached else None
         p_values = [1.0 if s is None or s.p_value is None else s.p_value for s in stats.values()]
         adjusted = dict(zip(stats, holm_adjust(p_values), strict=True))
+        self._adjusted = adjusted
         out = {}
         for name, s in stats.items():
             if s is None:

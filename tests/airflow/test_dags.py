@@ -70,14 +70,14 @@ def test_nightly_ablation_runs_twice_and_flags_what_changed(redis_url):
     assert run.state == "success", states
     assert states == {"write_dataset": "success", "study": "success", "summarize": "success"}
     first = xcoms["study"]
-    # Adaptive repeats: 3 of everything, more for open effects, within 24 trials.
-    assert first["status"] == "finished" and (1 + 4) * 3 <= first["num_trials"] <= 24
+    # Adaptive repeats: 3 of everything, more for open effects, within 25 trials.
+    assert first["status"] == "finished" and (1 + 4) * 3 <= first["num_trials"] <= 25
     assert first["experiment_id"].startswith("nightly_ablation.study.")
     rows = {r["component"]: r for r in first["ablation"]}
     group = "worst_radius+worst_perimeter+worst_area"
     assert set(rows) == {"mean_texture", group, "dense_2+dense_3", "scaling"}
     assert {r["kind"] for r in rows.values()} == {"feature", "layer_group", "component"}
-    assert all(3 <= r["n"] <= 6 and r["changed"] is False for r in rows.values())
+    assert all(3 <= r["n"] <= 8 and r["changed"] is False for r in rows.values())
     assert all(r["stopped"] in ("decided", "precise", "max", "budget") for r in rows.values())
     assert set(xcoms["summarize"]["undecided"]) == {
         name for name, r in rows.items() if r["stopped"] in ("max", "budget")
