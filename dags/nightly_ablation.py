@@ -10,7 +10,7 @@ effects changed since the earlier nights:
 - a generic component: the ``scaling`` switch (feature standardisation).
 
 Repeats are adaptive (``repeats: {min: 3, max: 8, precision: 0.02}`` within
-``budget: {trials: 25}``): every component runs 3 times with paired seeds, then the
+``budget: {trials: 31}``): every component runs 3 times with paired seeds, then the
 components whose effect is still open get more, so every effect comes with an
 interval and a p-value that stay valid under this optional stopping (see
 ``docs/ablation.md``), and the table says how many repeats each got and why it
@@ -47,11 +47,11 @@ STUDY = {
         "components": ["scaling"],
     },
     # Clear effects stop after 3 repeats; open ones get up to 8, the one nearest a
-    # decision first, within 25 trials (about a minute for the DAG on two cores).
+    # decision first, within 31 trials (about a minute for the DAG on two cores).
     "ablator": {
         "name": "loco",
         "repeats": {"min": 3, "max": 8, "precision": 0.02},
-        "budget": {"trials": 25},
+        "budget": {"trials": 31},
     },
     "direction": "max",
     "optimization_key": "accuracy",

@@ -46,7 +46,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from maggy_core.exceptions import SpecError
 
@@ -110,7 +110,7 @@ class Repeats:
             problems.append((f"{field}.precision", f"must be a positive number, got {precision!r}"))
         if problems:
             raise SpecError(problems)
-        return cls(int(str(low)), int(str(high)), None if precision is None else float(precision))
+        return cls(cast(int, low), cast(int, high), None if precision is None else float(precision))
 
     def to_dict(self) -> dict[str, Any] | int:
         """The spec's form: an integer for a fixed plan."""
