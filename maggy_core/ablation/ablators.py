@@ -28,7 +28,7 @@ from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from maggy_core.ablation.sequential import LookStats, Repeats, holm_adjust, sequential_stats
+from maggy_core.ablation.sequential import LookStats, Repeats, sequential_stats
 from maggy_core.ablation.study import Component
 from maggy_core.exceptions import SpecError
 from maggy_core.optimizers import DONE, WAIT, Decision, Optimizer, Suggestion
@@ -187,10 +187,10 @@ class LOCO(Ablator):
 
     - ``repeats``: ``k`` paired repeats of everything, or ``{min, max, precision}``:
       every component starts with ``min``; then the components still undecided get
-      more, a group at a time up to the next look of the sequential design
+      more, a group at a time up to the looks of the sequential design
       (:mod:`maggy_core.ablation.sequential`), until each is *decided* (its
-      always-valid, Holm-adjusted p-value is below ``alpha``), *precise* (its
-      interval's half-width is at most ``precision``) or at ``max``.
+      always-valid p-value is below ``alpha / m`` for ``m`` components), *precise*
+      (its interval's half-width is at most ``precision``) or at ``max``.
     - ``budget``: ``{trials: N}`` or ``{seconds: S}``: no trial is started past it;
       since decided components get no more, it is spent where the decision is open.
       A resumed study counts its trials again, but not the earlier run's seconds.
@@ -240,7 +240,7 @@ class LOCO(Ablator):
         self._started: float | None = None
         self._pairs: list[tuple[str, str]] | None = None
         self._looks: dict[tuple[str, int], LookStats] = {}
-        self._adjusted: dict[str, float] = {}  # Holm-adjusted p-values at the last status
+        self._p_now: dict[str, float] = {}  # each component's p-value at the last status
         self.num_trials = self._most_trials()
         self._queue_upto(self.repeats.min)
 
@@ -309,24 +309,34 @@ class LOCO(Ablator):
         return WAIT if self._in_flight else DONE
 
     def _plan_more(self) -> None:
-        """Queue the next group of every open component whose look is complete, the
-        one nearest a decision (smallest adjusted p-value) first, so that a budget
-        goes first where it is most likely to settle something; or the interaction
-        pairs once every component has stopped."""
+        """Queue what every open component's latest look asks for, the one nearest a
+        decision (smallest p-value) first, so that a budget goes first where it is
+        most likely to settle something; or the interaction pairs once every
+        component has stopped.
+
+        A component whose latest complete look left it open is scheduled through its
+        next look, and, unless that look will probably settle it, through the look
+        after: one group runs ahead while the next look completes, so workers do not
+        idle at each look, and a component about to be decided gets no repeats it
+        will not need. The target is a function of the component's own results
+        only, so the plan is the same whatever order trials end in (and after a
+        resume).
+        """
         status = self.status()
         looks = self.repeats.looks()
-        order = sorted(
-            self._names, key=lambda n: (self._adjusted.get(n, 1.0), self._names.index(n))
-        )
+        order = sorted(self._names, key=lambda n: (self._p_now.get(n, 1.0), self._names.index(n)))
         for name in order:
             if status[name] != "open":
                 continue
-            if not self._look_complete(name):
-                continue  # its decision waits on its trials still running
-            have = len(self._pairs_of(name))
-            nxt = next((n for n in looks if n > have), self.repeats.max)
-            missing = self._scheduled[name] - have  # repeats without a usable pair
-            self._queue_upto(min(self.repeats.max, nxt + missing), [name])
+            pairs = self._pairs_of(name)
+            reached = [k for k, n in enumerate(looks) if n <= len(pairs)]
+            if not reached:
+                target = looks[0]
+            else:
+                ahead = 1 if self._settles_next(name, pairs, reached[-1]) else 2
+                target = looks[min(reached[-1] + ahead, len(looks) - 1)]
+            lost = self._lost(name)  # repeats that ended without a usable pair
+            self._queue_upto(min(self.repeats.max, target + lost), [name])
         if self._queue or any(s == "open" for s in status.values()) or self._pairs is not None:
             return
         if self.top_k and not self._in_flight:
@@ -334,6 +344,39 @@ class LOCO(Ablator):
             for r in range(self.repeats.min):
                 for a, b in self._pairs:
                     self._push(f"{a}&{b}", r)
+
+    def _settles_next(self, name: str, pairs: list[float], k: int) -> bool:
+        """Whether the next look would decide the component (or find it precise) if
+        its mean and spread stayed what look ``k`` saw: the interval it would have
+        there, at the decision's level, excludes zero (or is narrow enough)."""
+        looks, weights = self.repeats.looks(), self.repeats.weights()
+        if k + 1 >= len(looks):
+            return True
+        s = self._look(name, pairs, looks[k])
+        if s.mean is None or s.std is None:
+            return False
+        from scipy import stats  # lazy: scipy is slow to import
+
+        n = looks[k + 1]
+        m = max(1, len(self._names))
+        sem = s.std / math.sqrt(n)
+        decide = float(stats.t.ppf(1 - self.alpha * weights[k + 1] / (2 * m), n - 1)) * sem
+        if abs(s.mean) > decide:
+            return True
+        if self.repeats.precision is None:
+            return False
+        level = (1 - self.confidence) * weights[k + 1] / 2
+        return float(stats.t.ppf(1 - level, n - 1)) * sem <= self.repeats.precision
+
+    def _lost(self, name: str) -> int:
+        """Repeats of the component that ended without a usable pair (a failed trial,
+        its own or the base's)."""
+        seen, base = self._seen.get(name, {}), self._seen.get(None, {})
+        return sum(
+            1
+            for r in range(self._scheduled[name])
+            if r in seen and r in base and (seen[r] is None or base[r] is None)
+        )
 
     def _look_complete(self, name: str) -> bool:
         """Whether every scheduled repeat of the component, and of the base, ended."""
@@ -389,23 +432,26 @@ class LOCO(Ablator):
     def status(self) -> dict[str, str]:
         """Each component's state now: ``open``, ``decided``, ``precise`` or ``max``.
 
-        A function of the results observed so far only. A component is judged at its
-        latest complete look (fewer pairs than ``min``: open).
+        A function of the component's own results observed so far, judged at its
+        latest complete look (fewer pairs than ``min``: open). *Decided* is its
+        always-valid p-value below ``alpha / m`` (Bonferroni over the ``m``
+        components): unlike Holm's step-down it does not depend on how far the other
+        components have got, so decisions do not depend on the order trials end in;
+        and since Holm's adjusted p-value is never above Bonferroni's, a component
+        decided here is significant in the final (Holm) analysis too.
         """
         looks = self.repeats.looks()
-        stats = {}
+        m = max(1, len(self._names))
+        out = {}
         for name in self._names:
             pairs = self._pairs_of(name)
             reached = [n for n in looks if n <= len(pairs)]
-            stats[name] = self._look(name, pairs, reached[-1]) if reached else None
-        p_values = [1.0 if s is None or s.p_value is None else s.p_value for s in stats.values()]
-        adjusted = dict(zip(stats, holm_adjust(p_values), strict=True))
-        self._adjusted = adjusted
-        out = {}
-        for name, s in stats.items():
+            s = self._look(name, pairs, reached[-1]) if reached else None
+            p_value = 1.0 if s is None or s.p_value is None else s.p_value
+            self._p_now[name] = p_value
             if s is None:
                 out[name] = "open"
-            elif adjusted[name] < self.alpha:
+            elif p_value * m < self.alpha:
                 out[name] = "decided"
             elif (
                 self.repeats.precision is not None
@@ -413,7 +459,9 @@ class LOCO(Ablator):
                 and s.half_width <= self.repeats.precision
             ):
                 out[name] = "precise"
-            elif self._scheduled[name] >= self.repeats.max and self._look_complete(name):
+            elif s.n >= self.repeats.max or (
+                self._scheduled[name] >= self.repeats.max and self._look_complete(name)
+            ):
                 out[name] = "max"
             else:
                 out[name] = "open"
