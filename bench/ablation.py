@@ -4,7 +4,7 @@ adaptive repeats, on 4 workers.
 
 Run from the project root::
 
-    .venv/bin/python bench/ablation.py             # full run (about two minutes)
+    .venv/bin/python bench/ablation.py             # full run (about four minutes)
     .venv/bin/python bench/ablation.py --quick     # one run of each plan, and the CLI run
     .venv/bin/python bench/ablation.py --only study --json /tmp/ablation.json
 
@@ -14,8 +14,8 @@ them), and every trial's metric has its own noise (sd 0.01), so small effects ne
 many repeats and clear ones few. Its training function (:func:`graded_sleep`)
 sleeps 0.3-1.5 s, fixed by the component left out and the repeat. Two plans of it:
 
-- ``fixed``: ``repeats: 12``, every component 12 times (143 trials);
-- ``adaptive``: ``repeats: {min: 3, max: 12, precision: 0.004}``: every component
+- ``fixed``: ``repeats: 20``, every component and the base 20 times (220 trials);
+- ``adaptive``: ``repeats: {min: 3, max: 20, precision: 0.02}``: every component
   3 times, then more only for the undecided ones.
 
 Measures:
@@ -80,7 +80,7 @@ EFFECTS = {
 }
 COMPONENTS = list(EFFECTS)
 NOISE = 0.01
-PLANS = {"fixed": 12, "adaptive": {"min": 3, "max": 12, "precision": 0.004}}
+PLANS = {"fixed": 20, "adaptive": {"min": 3, "max": 20, "precision": 0.02}}
 TARGET_UTILISATION = 0.95
 
 SIZES = {"full": {"runs": 2}, "quick": {"runs": 1}}
