@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AblationConfig": "maggy_core.ablation.study",
+    "AblationConfig": "maggy_core.spec",
     "AblationStudy": "maggy_core.ablation.study",
     "EarlyStopException": "maggy_core.exceptions",
     "MaggyError": "maggy_core.exceptions",

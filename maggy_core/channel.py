@@ -16,12 +16,21 @@ key                type         use
 ``keys``           set          every key made, so the end can expire them all
 ``follower``       string, TTL  the Airflow task (or its trigger) that follows the
                                 experiment says it is there (see ``touch_follower``)
+``requests``       stream       followers -> coordinator: stop one trial
+                                (``request_trial_stop``)
+``progress``       stream       coordinator -> followers: one entry per ended trial
 =================  ===========  ==================================================
 
 Messages are JSON objects with a schema version ``v``; nothing is pickled, so
 whoever can write to Redis cannot make a worker or the coordinator run code. A
 message that does not decode, has another version or lacks a field raises
 :class:`~maggy_core.exceptions.MessageError` naming the field.
+
+Followers (the Airflow operator, its trigger, the CLI, the plugin) use the
+module-level functions of the follower side, each with a ``redis.asyncio`` twin:
+:func:`read_meta`, :func:`read_progress`, :func:`read_summary`,
+:func:`touch_follower`, :func:`request_experiment_stop` and
+:func:`request_trial_stop`.
 
 Clients are made lazily on first use and dropped when pickled, so a channel
 object may be handed to a Spark task without carrying a socket along.
@@ -30,12 +39,15 @@ object may be handed to a Spark task without carrying a socket along.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from maggy_core.exceptions import MessageError
+
+log = logging.getLogger("maggy.channel")
 
 SCHEMA_VERSION = 1
 GROUP = "coordinator"
@@ -79,8 +91,54 @@ MESSAGE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "budget": _OPT_NUM,
     },
     "done": {"reason": (str,)},
+    # followers -> coordinator, on the ``requests`` stream
+    "stop_trial": {"trial": (str,), "reason": (str,), "at": _NUM},
 }
 FINAL_STATUSES = ("finished", "early_stopped")
+
+#: Limits on what the channel accepts. Messages are refused above them (decoded
+#: as a MessageError, counted as malformed and acknowledged), so nothing written to
+#: Redis can make the coordinator or a worker spend unbounded time or memory, or
+#: end it. The engine's own messages stay below them: the worker cuts log lines
+#: and tracebacks to :data:`MAX_TEXT` before sending (see :func:`clip`).
+MAX_MESSAGE = 1_000_000  # bytes of one encoded message
+MAX_TEXT = 64_000  # characters of one string field (a log line, a traceback)
+MAX_DEPTH = 32  # nesting of arrays and objects (params, metrics, info)
+MAX_ITEMS = 10_000  # entries of all arrays and objects of one message together
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, saying so (for log lines, tracebacks)."""
+    if len(text) <= limit:
+        return text
+    note = f" ... [{len(text) - limit + 40} characters cut]"
+    return text[: limit - len(note)] + note
+
+
+def _check_shape(body: Any) -> None:
+    """Refuse a decoded value nested deeper than :data:`MAX_DEPTH`, with more than
+    :data:`MAX_ITEMS` entries, or a string longer than :data:`MAX_TEXT`. Iterative,
+    so a hostile value cannot exhaust the stack."""
+    stack = [(body, 0)]
+    items = 0
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT:
+                raise MessageError(
+                    f"message too large: a string of {len(value)} characters (at most {MAX_TEXT})"
+                )
+            continue
+        if isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise MessageError(f"message too deep: nested more than {MAX_DEPTH} levels")
+            children = (
+                list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+            )
+            items += len(children)
+            if items > MAX_ITEMS:
+                raise MessageError(f"message too large: more than {MAX_ITEMS} entries")
+            stack.extend((c, depth + 1) for c in children)
 
 
 def encode(message: Mapping[str, Any]) -> str:
@@ -102,12 +160,19 @@ def decode(raw: str | bytes) -> dict[str, Any]:
         MessageError: not JSON, not an object, another schema version, an unknown
             type, or a missing or mistyped field (the message names it).
     """
+    if not isinstance(raw, str | bytes):
+        raise MessageError(f"message is not JSON: got {type(raw).__name__}")
+    if len(raw) > MAX_MESSAGE:
+        raise MessageError(f"message too large: {len(raw)} bytes (at most {MAX_MESSAGE})")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError(f"message is not JSON: {exc}") from None
+    except RecursionError:
+        raise MessageError(f"message too deep: nested more than {MAX_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise MessageError(f"message must be a JSON object, got {type(body).__name__}")
+    _check_shape(body)
     validate(body)
     return body
 
@@ -168,6 +233,17 @@ def connect(url: str):  # -> redis.Redis
     )
 
 
+def _decode_entry(fields: Any) -> dict[str, Any] | MessageError:
+    """The message of one stream entry, or the MessageError that says why not:
+    any exception while decoding counts as a malformed message, never more."""
+    try:
+        return decode(fields.get(b"m", b""))
+    except MessageError as exc:
+        return exc
+    except Exception as exc:  # whatever a hostile entry provokes, it is one bad message
+        return MessageError(f"message is not readable: {type(exc).__name__}: {exc}")
+
+
 class _Channel:
     """Shared plumbing: lazy client, key names, pickling without a socket."""
 
@@ -205,18 +281,163 @@ class _Channel:
             self._client = None
 
 
+# ------------------------------------------------------------------ the follower side
+#
+# Followers are whoever watches or steers a running experiment from outside: the
+# Airflow operator and its trigger, the CLI, the plugin's pages. Each entry point
+# takes a Redis client (``connect(url)``, or ``redis.asyncio.from_url(url)`` for the
+# ``*_async`` twins) and the experiment id; the key names and the JSON of every
+# value are decided here and nowhere else. Each sync/async pair shares the helper
+# that makes its keys and values, so the two cannot drift apart.
+
+FOLLOWER = "follower"
+#: Lifetime of an experiment's keys after the last refresh of a running experiment.
+KEY_TTL = 6 * 3600
+#: Seconds between two refreshes of that lifetime.
+KEEP_ALIVE = 60.0
+REQUESTS = "requests"  # stream: followers -> coordinator (stop one trial)
+_RUNNING = b"running"
+
+
+def _decode_hash(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+def _state_is_running(raw: Any) -> bool:
+    return raw is not None and (raw if isinstance(raw, bytes) else str(raw).encode()) == _RUNNING
+
+
+def _summary_of(raw: Any) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_meta(client: Any, experiment_id: str) -> dict[str, str]:
+    """The experiment's ``meta`` hash (state, counts, best, reason, ...), decoded to
+    strings; empty when no such experiment is in Redis."""
+    return _decode_hash(client.hgetall(key_prefix(experiment_id) + "meta"))
+
+
+async def read_meta_async(client: Any, experiment_id: str) -> dict[str, str]:
+    """:func:`read_meta` with a ``redis.asyncio`` client."""
+    return _decode_hash(await client.hgetall(key_prefix(experiment_id) + "meta"))
+
+
+def read_summary(client: Any, experiment_id: str) -> dict[str, Any] | None:
+    """The summary the driver leaves in Redis after ``result.json`` (the XCom
+    shape, see ``maggy_core.records.summarize``), or None before that."""
+    return _summary_of(client.hget(key_prefix(experiment_id) + "meta", "summary"))
+
+
+async def read_summary_async(client: Any, experiment_id: str) -> dict[str, Any] | None:
+    """:func:`read_summary` with a ``redis.asyncio`` client."""
+    return _summary_of(await client.hget(key_prefix(experiment_id) + "meta", "summary"))
+
+
+def _progress_of(reply: Any, last: str) -> tuple[list[dict[str, Any]], str]:
+    entries = []
+    for _stream, items in reply or []:
+        for entry_id, fields in items:
+            last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            try:
+                entry = json.loads(fields[b"m"])
+            except (KeyError, ValueError):
+                continue  # not ours; the position moves on all the same
+            if isinstance(entry, dict) and isinstance(entry.get("line"), str):
+                entries.append(entry)
+    return entries, last
+
+
+def read_progress(
+    client: Any, experiment_id: str, last: str = "0-0", count: int = 1000
+) -> tuple[list[dict[str, Any]], str]:
+    """The trials that ended since stream position ``last`` (``trial_id``,
+    ``status``, ``metric``, ``params``, ``ended``, ``line``), and the new position."""
+    reply = client.xread({key_prefix(experiment_id) + "progress": last}, count=count)
+    return _progress_of(reply, last)
+
+
+async def read_progress_async(
+    client: Any, experiment_id: str, last: str = "0-0", count: int = 1000
+) -> tuple[list[dict[str, Any]], str]:
+    """:func:`read_progress` with a ``redis.asyncio`` client."""
+    reply = await client.xread({key_prefix(experiment_id) + "progress": last}, count=count)
+    return _progress_of(reply, last)
+
+
 def request_experiment_stop(client: Any, experiment_id: str, reason: str) -> bool:
-    """Ask a running experiment to stop (its coordinator checks every heartbeat
-    interval). Returns False when no experiment with that id is running."""
+    """Ask a running experiment to stop; ``reason`` says who asked and why (it
+    becomes the experiment's reason: ``"stop requested: <reason>"``). Its
+    coordinator checks every heartbeat interval; ended trials are kept.
+
+    Returns:
+        False when no experiment with that id is running.
+    """
     meta = key_prefix(experiment_id) + "meta"
-    state = client.hget(meta, "state")
-    if state is None or state.decode() != "running":
+    if not _state_is_running(client.hget(meta, "state")):
         return False
     client.hset(meta, "stop_request", reason)
     return True
 
 
-FOLLOWER = "follower"
+async def request_experiment_stop_async(client: Any, experiment_id: str, reason: str) -> bool:
+    """:func:`request_experiment_stop` with a ``redis.asyncio`` client."""
+    meta = key_prefix(experiment_id) + "meta"
+    if not _state_is_running(await client.hget(meta, "state")):
+        return False
+    await client.hset(meta, "stop_request", reason)
+    return True
+
+
+def _trial_stop(experiment_id: str, trial_id: str, reason: str) -> tuple[str, dict[str, str]]:
+    if not isinstance(trial_id, str) or not trial_id:
+        raise ValueError(f"trial_id: must be a non-empty string, got {trial_id!r}")
+    if not isinstance(reason, str):
+        raise ValueError(f"reason: must be a string, got {reason!r}")
+    body = encode({"type": "stop_trial", "trial": trial_id, "reason": reason, "at": time.time()})
+    return key_prefix(experiment_id) + REQUESTS, {"m": body}
+
+
+def request_trial_stop(client: Any, experiment_id: str, trial_id: str, reason: str) -> bool:
+    """Ask a running experiment to stop one trial early; ``reason`` says who asked
+    (``"stopped from the UI by alice"``) and becomes the trial's ``stop_reason``.
+
+    The coordinator reads the request on its own loop (within a heartbeat
+    interval) and stops the trial like a stopping rule would: it ends
+    ``early_stopped`` with its last reported metric, at its next report. A request
+    for a trial that is not running (ended, not started, unknown) is recorded in
+    the journal as ignored.
+
+    Returns:
+        False when no experiment with that id is running.
+
+    Raises:
+        ValueError: ``trial_id`` or ``reason`` is not a string.
+    """
+    key, fields = _trial_stop(experiment_id, trial_id, reason)
+    if not _state_is_running(client.hget(key_prefix(experiment_id) + "meta", "state")):
+        return False
+    client.xadd(key, fields, maxlen=10000, approximate=True)
+    return True
+
+
+async def request_trial_stop_async(
+    client: Any, experiment_id: str, trial_id: str, reason: str
+) -> bool:
+    """:func:`request_trial_stop` with a ``redis.asyncio`` client."""
+    key, fields = _trial_stop(experiment_id, trial_id, reason)
+    if not _state_is_running(await client.hget(key_prefix(experiment_id) + "meta", "state")):
+        return False
+    await client.xadd(key, fields, maxlen=10000, approximate=True)
+    return True
 
 
 def touch_follower(client: Any, experiment_id: str, who: str, lease: float) -> None:
@@ -251,6 +472,7 @@ class WorkerChannel(_Channel):
         self.epoch = epoch
         self._hb_client: Any = None
         self._seq = 0
+        self._warned: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -295,14 +517,40 @@ class WorkerChannel(_Channel):
         Returns:
             True when the coordinator has asked this trial to stop.
         """
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(
             self.key("events"),
             {"m": self.event("metric", trial=trial, attempt=attempt, step=step, value=value)},
         )
         pipe.hget(self.key("ctl"), trial)
-        _, flag = pipe.execute()
+        try:
+            _, flag = pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis is away: the trial goes on without this point of its curve
+            # rather than failing for the channel's sake.
+            self._warn_once("a metric report", exc)
+            return False
         return flag == STOP.encode()
+
+    def send_log(self, trial: str, attempt: int, msg: str) -> None:
+        """Send a log line of a trial; dropped (with a warning) while Redis is away."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            self.send("log", trial=trial, attempt=attempt, msg=clip(msg))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._warn_once("a log line", exc)
+
+    def _warn_once(self, what: str, exc: Exception) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(
+                "Redis unreachable: dropped %s (and any more while it is away): %s", what, exc
+            )
 
     def stop_requested(self, trial: str) -> bool:
         return self.client.hget(self.key("ctl"), trial) == STOP.encode()
@@ -321,7 +569,13 @@ class WorkerChannel(_Channel):
         item = self.client.blpop([self.assign_key(self.worker)], timeout=timeout)
         if item is None:
             return None
-        return decode(item[1])
+        msg = _decode_entry({b"m": item[1]})
+        if isinstance(msg, MessageError) or msg["type"] not in ("trial", "done"):
+            # Not the coordinator's: a worker takes only what it expects.
+            kind = "malformed" if isinstance(msg, MessageError) else repr(msg["type"])
+            log.warning("worker %s dropped a %s assignment: %s", self.worker, kind, msg)
+            return None
+        return msg
 
     def experiment_state(self) -> str | None:
         raw = self.client.hget(self.key("meta"), "state")
@@ -343,6 +597,7 @@ class CoordinatorChannel(_Channel):
         super().__init__(url, experiment_id)
         self._acked_since_trim = 0
         self._last_acked: bytes | None = None
+        self._requests_at: bytes | str = "0-0"
 
     def open(self, epoch: int, meta: Mapping[str, Any]) -> None:
         """Start a fresh channel for a coordinator epoch.
@@ -369,6 +624,7 @@ class CoordinatorChannel(_Channel):
             self.key("workers"),
             self.key("ctl"),
             self.key("progress"),
+            self.key(REQUESTS),
         )
 
     def _ensure_group(self) -> None:
@@ -396,6 +652,23 @@ class CoordinatorChannel(_Channel):
         """Why someone asked the whole experiment to stop, or None."""
         raw = self.client.hget(self.key("meta"), "stop_request")
         return None if raw is None else raw.decode()
+
+    def trial_stop_requests(self, count: int = 100) -> list[dict[str, Any] | MessageError]:
+        """Stop requests for single trials sent since the last call (decoded
+        ``stop_trial`` messages, or a MessageError for an entry that does not
+        decode). Read with XREAD from the last position: one reader, no group."""
+        reply = self.client.xread({self.key(REQUESTS): self._requests_at}, count=count)
+        out: list[dict[str, Any] | MessageError] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                self._requests_at = entry_id
+                msg = _decode_entry(fields)
+                if not isinstance(msg, MessageError) and msg["type"] != "stop_trial":
+                    msg = MessageError(
+                        f"field 'type': a request must be 'stop_trial', got {msg['type']!r}"
+                    )
+                out.append(msg)
+        return out
 
     def publish_progress(self, entry: Mapping[str, Any]) -> None:
         """Append an ended trial's summary to the ``progress`` stream (capped), for
@@ -432,10 +705,7 @@ class CoordinatorChannel(_Channel):
         out: list[tuple[bytes, dict[str, Any] | MessageError]] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
-                try:
-                    out.append((entry_id, decode(fields.get(b"m", b""))))
-                except MessageError as exc:
-                    out.append((entry_id, exc))
+                out.append((entry_id, _decode_entry(fields)))
         return out
 
     def ack(self, entry_ids: list[bytes]) -> None:
@@ -475,6 +745,19 @@ class CoordinatorChannel(_Channel):
 
     def forget_worker(self, worker: str) -> None:
         self.client.zrem(self.key("workers"), worker)
+
+    def keep_alive(self, ttl: int = KEY_TTL) -> None:
+        """Give every key of the experiment an expiry ``ttl`` seconds away.
+
+        Called every :data:`KEEP_ALIVE` seconds while the experiment runs, so the
+        keys of a driver that was killed (no chance to call :meth:`finish`) are
+        gone ``ttl`` seconds later, never left for ever.
+        """
+        keys = [k.decode() for k in self.client.smembers(self.key("keys"))] + [self.key("keys")]
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            pipe.expire(k, ttl)
+        pipe.execute()
 
     def finish(self, expire_seconds: int = 3600) -> None:
         """Let every key of the experiment expire; ``meta`` stays readable until then."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from maggy_core import __version__
 from maggy_core.exceptions import MaggyError, SpecError
 
 if TYPE_CHECKING:
+    from maggy_core.records import Origin
     from maggy_core.spec import ExperimentSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC = 0, 1, 2
@@ -70,6 +72,12 @@ def parser() -> argparse.ArgumentParser:
         help="stop the experiment when its follower (the Airflow task) has been silent "
         "for this long (MaggyOperator sets it)",
     )
+    run.add_argument(
+        "--origin",
+        metavar="JSON",
+        help="where the experiment comes from: {dag_id, task_id, run_id, map_index} "
+        "(MaggyOperator sets it); kept in the journal and result.json",
+    )
     run.add_argument("--json", action="store_true", help="print result.json instead of the table")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     val = sub.add_parser(
@@ -82,7 +90,14 @@ def parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="ask a running experiment to stop (ended trials are kept)")
     stop.add_argument("experiment_id")
     stop.add_argument("--redis-url", help="Redis URL (default: $MAGGY_REDIS_URL or localhost:6379)")
-    stop.add_argument("--reason", default="maggy stop", help="recorded as the experiment's reason")
+    stop.add_argument(
+        "--reason",
+        default="maggy stop",
+        help="recorded as the experiment's reason (or the trial's stop_reason)",
+    )
+    stop.add_argument(
+        "--trial", help="stop only this trial (it ends early_stopped); the experiment goes on"
+    )
     return p
 
 
@@ -97,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from maggy_core.runner import prepare, run_experiment
 
     if args.command == "stop":
-        return _stop(args.experiment_id, args.redis_url, args.reason)
+        return _stop(args.experiment_id, args.redis_url, args.reason, args.trial)
     if args.command == "show":
         from maggy_core.results import load_result
 
@@ -111,18 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = _load(args.spec)
         if args.command == "validate":
+            from maggy_core.modes import mode_of
+
             prepare(spec)
-            if spec.ablation is not None and spec.ablator is not None:
-                what = (
-                    f"{len(spec.ablation.plan())} components, {spec.num_trials} trials, "
-                    f"ablator {spec.ablator.name}"
-                )
-            else:
-                what = (
-                    f"{len(spec.searchspace)} parameters, {spec.num_trials} trials, "
-                    f"optimizer {spec.optimizer.name}"
-                )
-            print(f"{args.spec}: valid ({what})")
+            print(f"{args.spec}: valid ({mode_of(spec).describe(spec)})")
             return EXIT_OK
         if args.follower_lease is not None and not args.follower_lease > 0:
             raise SpecError.one(
@@ -144,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             spark_conf=_conf(args.conf),
             experiment_id=args.experiment_id,
             follower_lease=args.follower_lease,
+            origin=_origin(args.origin),
         )
     except SpecError as exc:
         print(f"maggy: {exc}", file=sys.stderr)
@@ -153,6 +161,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     print(json.dumps(result, indent=2) if args.json else summary_table(result))
     return EXIT_OK if result["status"] == "finished" else EXIT_FAILED
+
+
+def _origin(raw: str | None) -> Origin | None:
+    """``--origin`` as an Origin (None when not given).
+
+    Raises:
+        SpecError: under ``--origin``, naming what is wrong.
+    """
+    from maggy_core.records import Origin
+
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("must be a JSON object {dag_id, task_id, run_id, map_index}")
+        return Origin.from_json(data)
+    except ValueError as exc:
+        raise SpecError.one("--origin", str(exc)) from None
 
 
 def _load(spec: str) -> ExperimentSpec:
@@ -169,14 +196,16 @@ def _load(spec: str) -> ExperimentSpec:
     return load_spec(spec)
 
 
-def _stop(experiment_id: str, url: str | None, reason: str) -> int:
-    import os
+def _stop(experiment_id: str, url: str | None, reason: str, trial: str | None = None) -> int:
+    from maggy_core.channel import connect, request_experiment_stop, request_trial_stop
+    from maggy_core.redis_server import follower_url
 
-    from maggy_core.channel import connect, request_experiment_stop
-    from maggy_core.redis_server import DEFAULT_URL, ENV_VAR
-
-    client = connect(url or os.environ.get(ENV_VAR) or DEFAULT_URL)
-    if request_experiment_stop(client, experiment_id, reason):
+    client = connect(follower_url(url))
+    if trial is not None:
+        if request_trial_stop(client, experiment_id, trial, reason):
+            print(f"asked trial {trial} of experiment {experiment_id} to stop")
+            return EXIT_OK
+    elif request_experiment_stop(client, experiment_id, reason):
         print(f"asked experiment {experiment_id} to stop")
         return EXIT_OK
     print(f"maggy: no running experiment {experiment_id}", file=sys.stderr)
@@ -203,22 +232,23 @@ def summary_table(result: dict[str, Any], limit: int = 20) -> str:
             f"  best: {best['trial_id']} {key}={best['metric']:.6g} {json.dumps(best['params'])}"
         )
     lines.append(f"  results: {result['results_dir']}")
+    from maggy_core.records import TrialRecord
+
+    # Ranked as the coordinator ranks the best (finished, then early-stopped, by
+    # metric); trials that cannot rank (failed, no metric) last, in id order.
+    unranked = (False, -math.inf)
     ranked = sorted(
-        result["trials"],
-        key=lambda t: (
-            t["status"] != "finished",
-            t["metric"] is None,
-            -sign * (t["metric"] or 0.0),
-        ),
+        (TrialRecord.from_json(t) for t in result["trials"]),
+        key=lambda t: t.rank(sign) or unranked,
+        reverse=True,
     )
     lines.append("")
     lines.append(f"  {'trial':<7} {'status':<13} {key:>12} {'seconds':>8}  params")
     for t in ranked[:limit]:
-        metric = "-" if t["metric"] is None else f"{t['metric']:.6g}"
-        secs = "-" if t["duration"] is None else f"{t['duration']:.2f}"
+        metric = "-" if t.metric is None else f"{t.metric:.6g}"
+        secs = "-" if t.duration is None else f"{t.duration:.2f}"
         lines.append(
-            f"  {t['trial_id']:<7} {t['status']:<13} {metric:>12} {secs:>8}  "
-            f"{json.dumps(t['params'])}"
+            f"  {t.trial_id:<7} {t.status.value:<13} {metric:>12} {secs:>8}  {json.dumps(t.params)}"
         )
     if len(ranked) > limit:
         lines.append(f"  ... {len(ranked) - limit} more in result.json")

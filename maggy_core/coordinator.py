@@ -1,11 +1,23 @@
-"""The coordinator: the only writer of trial state.
+"""The coordinator: the only writer of trial state, as a loop over parts.
 
 It runs in the Spark driver (one thread) and decides everything centrally:
 which trial a free worker runs next (from the optimiser), which running trial is
-stopped (by the stopping rule, on live metrics), when a lost worker's trial is
-run again, and when the experiment is over. Workers only send events; the
-coordinator reads them from the ``events`` stream, writes the journal, then
-acknowledges them.
+stopped (by the stopping rule on live metrics, or on request), when a lost
+worker's trial is run again, and when the experiment is over. Workers only send
+events; the coordinator reads them from the ``events`` stream, writes the journal,
+then acknowledges them.
+
+Each part has one job and its own state; the coordinator owns them and moves
+events between them:
+
+- :class:`~maggy_core.trials.TrialTable`: trials, the queue, counts, the best.
+- :class:`~maggy_core.workers.WorkerRegistry`: workers, the idle ones, the lost.
+- :class:`~maggy_core.results.ResultStore` (its :class:`~maggy_core.results.Journal`):
+  the journal's records, trial logs, ``result.json``.
+- :class:`~maggy_core.supervisor.Supervisor`: stop requests, the follower lease,
+  Redis outages and restarts.
+- the optimiser and the stopping rule, which see :class:`~maggy_core.trial.FrozenTrial`
+  snapshots only.
 
 Per-trial cost is O(1) in the number of trials already finished: events are
 handled one by one against dictionaries, the journal is appended, and the best
@@ -16,86 +28,37 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from maggy_core.channel import CoordinatorChannel
+from maggy_core.channel import KEEP_ALIVE, CoordinatorChannel
 from maggy_core.exceptions import MessageError
 from maggy_core.optimizers import DONE, WAIT, Optimizer, Suggestion
-from maggy_core.results import ResultStore
+from maggy_core.records import (
+    BestTrial,
+    Ended,
+    ExperimentRecord,
+    Origin,
+    Result,
+    Resumed,
+    StopRequested,
+    TrialEnded,
+    TrialRecord,
+    TrialStarted,
+    summarize,
+)
+from maggy_core.results import ResultStore, progress_line, replay
 from maggy_core.spec import ExperimentSpec
 from maggy_core.stopping import StoppingRule
-from maggy_core.trial import FrozenTrial, TrialStatus, best_rank
+from maggy_core.supervisor import OUTAGE_LIMIT, Supervisor
+from maggy_core.trial import TrialStatus
+from maggy_core.trials import TrialTable
+from maggy_core.workers import Worker, WorkerRegistry
 
 log = logging.getLogger("maggy")
 
-
-@dataclass
-class _Trial:
-    """Live state of one trial (owned by the coordinator, never shared)."""
-
-    trial_id: str
-    params: dict[str, Any]
-    budget: float | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    status: TrialStatus = TrialStatus.PENDING
-    attempt: int = 0
-    worker: str | None = None
-    metric: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    history: list[tuple[int, float]] = field(default_factory=list)
-    start: float | None = None
-    duration: float | None = None
-    error: str | None = None
-    traceback: str | None = None
-    stop_requested_at: float | None = None
-    follows_stop_at: float | None = None  # when the stop that freed its worker was decided
-
-    def frozen(self) -> FrozenTrial:
-        return FrozenTrial(
-            self.trial_id,
-            dict(self.params),
-            self.status,
-            self.metric,
-            tuple(self.history),
-            self.budget,
-            dict(self.info),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "trial_id": self.trial_id,
-            "params": self.params,
-            "status": self.status.value,
-            "metric": self.metric,
-            "metrics": self.metrics,
-            "history": [list(h) for h in self.history],
-            "budget": self.budget,
-            "info": self.info,
-            "attempts": self.attempt,
-            "worker": self.worker,
-            "start": self.start,
-            "duration": self.duration,
-            "error": self.error,
-            "traceback": self.traceback,
-        }
-
-
-@dataclass
-class _Worker:
-    worker_id: str
-    host: str = ""
-    pid: int = 0
-    trial: str | None = None
-    last_beat: float = 0.0  # the score of its last heartbeat, as written by the worker
-    seen: float = field(default_factory=time.monotonic)  # when we last saw that score change
-    seq: int = 0
-    busy: float = 0.0
-    trials: int = 0
+__all__ = ["Coordinator", "summarize"]
 
 
 class Coordinator:
@@ -114,8 +77,8 @@ class Coordinator:
             (the Airflow task that started it) has touched its key for this many
             seconds: the task that would stop it is gone (killed with SIGKILL, its
             machine lost, or marked failed before the triggerer took its trigger).
-        stop_latency: Optional list that receives, per stopped trial, the seconds
-            from the stop decision to its worker starting its next trial.
+        seed: The seed in force (recorded in the journal; see ``ExperimentRecord``).
+        origin: Where the experiment came from (Airflow's dag, task, run, map index).
     """
 
     def __init__(
@@ -130,6 +93,8 @@ class Coordinator:
         epoch: int = 1,
         worker_timeout: float | None = None,
         follower_lease: float | None = None,
+        seed: int | None = None,
+        origin: Origin | None = None,
     ) -> None:
         self.spec = spec
         self.experiment_id = experiment_id
@@ -138,49 +103,44 @@ class Coordinator:
         self.optimizer = optimizer
         self.rule = stopping_rule
         self.epoch = epoch
-        self.worker_timeout = worker_timeout or max(5.0, 10 * spec.hb_interval)
-        self.sign = 1.0 if spec.direction == "max" else -1.0
-        self.trials: dict[str, _Trial] = {}
-        self.queue: deque[str] = deque()  # trials to run again (lost workers, resume)
-        self.workers: dict[str, _Worker] = {}
-        self.idle: deque[str] = deque()
-        self._gone: list[_Worker] = []  # workers that said bye or were lost
-        self._gone_ids: set[str] = set()
-        self.outage_limit = 120.0
-        self._outage_since: float | None = None
+        self.seed = spec.seed if seed is None else seed
+        self.origin = origin or Origin()
+        self.table = TrialTable(spec.direction)
+        self.registry = WorkerRegistry(epoch, worker_timeout or max(5.0, 10 * spec.hb_interval))
+        self.supervisor = Supervisor(
+            channel, epoch, follower_lease, OUTAGE_LIMIT, now=time.monotonic()
+        )
         self.optimizer_done = False
         self.status: str | None = None  # set when the experiment ends
         self.reason = ""
-        self.best: _Trial | None = None
-        self.counts = {
-            s.value: 0
-            for s in (TrialStatus.FINISHED, TrialStatus.EARLY_STOPPED, TrialStatus.FAILED)
-        }
-        self.consecutive_failures = 0
         self.started = time.time()
         self.stop_latencies: list[float] = []
-        self._stop_decided: dict[str, float] = {}  # worker -> time its trial was told to stop
-        self._next_index = 0
         self._last_liveness = time.monotonic()
-        self.follower_lease = follower_lease
-        self._follower_seen = time.monotonic()
+        self._last_keep_alive = 0.0
+        self._last_supervised = time.monotonic()
+        # How much longer than an interval a round of supervision may come late
+        # before the time in between does not count against the workers.
+        self._slack = max(1.0, 2 * spec.hb_interval)
 
     # ---------------------------------------------------------------- set-up
 
     def open(self) -> None:
         """Open the channel and the journal; resume from an earlier journal."""
-        records = self.store.read_journal()
+        state = replay(self.store.journal.records())
         self.channel.open(self.epoch, self._meta())
-        if records:
-            self._resume(records)
+        self.channel.keep_alive()
+        self._last_keep_alive = time.monotonic()
+        if state.runs:
+            self._resume(state.ordered())
             self.store.retire_result()
         self.store.append(
-            {
-                "type": "experiment",
-                "experiment_id": self.experiment_id,
-                "epoch": self.epoch,
-                "spec": self.spec.to_dict(),
-            }
+            ExperimentRecord(
+                experiment_id=self.experiment_id,
+                epoch=self.epoch,
+                spec=self.spec.to_dict(),
+                seed=self.seed,
+                **self.origin.to_json(),
+            )
         )
         self._publish_meta()
 
@@ -197,62 +157,20 @@ class Coordinator:
             "started": self.started,
         }
 
-    @staticmethod
-    def _assignment(trial: _Trial) -> dict[str, Any]:
-        return {
-            "type": "trial",
-            "trial": trial.trial_id,
-            "attempt": trial.attempt,
-            "params": trial.params,
-            "budget": trial.budget,
-        }
-
-    def _resume(self, records: list[dict[str, Any]]) -> None:
-        state = None
-        for rec in records:
-            kind = rec.get("type")
-            if kind == "trial_started":
-                t = self.trials.get(rec["trial_id"]) or _Trial(
-                    rec["trial_id"], rec["params"], rec.get("budget"), rec.get("info") or {}
-                )
-                t.attempt = rec["attempt"]
-                t.status = TrialStatus.RUNNING
-                self.trials[t.trial_id] = t
-                self._next_index = max(self._next_index, int(t.trial_id.lstrip("t")) + 1)
-            elif kind == "trial_ended":
-                t = self.trials[rec["trial_id"]]
-                d = rec["trial"]
-                t.status = TrialStatus(d["status"])
-                t.metric, t.metrics = d["metric"], d["metrics"]
-                t.history = [(int(s), float(v)) for s, v in d["history"]]
-                t.start, t.duration, t.worker = d["start"], d["duration"], d["worker"]
-                t.error, t.traceback = d["error"], d["traceback"]
-            if "optimizer" in rec:
-                state = rec["optimizer"]
-        kept = requeued = 0
-        for t in self.trials.values():
-            if t.status.is_terminal:
-                kept += 1
-                self.counts[t.status.value] += 1
-                self._update_best(t)
-                self.rule.trial_ended(t.frozen())
-            else:
-                t.status = TrialStatus.PENDING
-                self.queue.append(t.trial_id)
-                requeued += 1
-        if self.optimizer.journal_state:
-            if state is not None:
-                self.optimizer.load_state_dict(state)
-        else:
-            ordered = sorted(self.trials.values(), key=lambda t: t.trial_id)
-            self.optimizer.resume([t.frozen() for t in ordered])
+    def _resume(self, trials: list[TrialRecord]) -> None:
+        """Keep the ended trials of an earlier run, queue the others, and let the
+        optimiser and the rule rebuild their state from them."""
+        kept, requeued = self.table.restore(trials)
+        for t in kept:
+            self.rule.trial_ended(t.frozen())
+        self.optimizer.resume([t.frozen() for t in self.table.ordered()])
         log.info(
             "resuming experiment %s: kept %d ended trials, running %d unfinished ones again",
             self.experiment_id,
-            kept,
-            requeued,
+            len(kept),
+            len(requeued),
         )
-        self.store.append({"type": "resumed", "kept": kept, "requeued": requeued})
+        self.store.append(Resumed(kept=len(kept), requeued=len(requeued)))
 
     # ---------------------------------------------------------------- the loop
 
@@ -267,6 +185,7 @@ class Coordinator:
                 fails with that reason.
             block_ms: Longest wait for events in one read.
         """
+        self._last_supervised = time.monotonic()
         while self.status is None:
             self.poll(block_ms)
             if self.status is None and not job_alive():
@@ -276,30 +195,32 @@ class Coordinator:
         return self.result()
 
     def poll(self, block_ms: int = 100) -> None:
-        """One round of the loop; rides out a Redis outage of up to
-        ``outage_limit`` seconds (the client reconnects with backoff), then fails
-        the experiment."""
+        """One round of the loop; rides out a Redis outage of up to the
+        supervisor's ``outage_limit`` (the client reconnects with backoff), then
+        fails the experiment."""
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         try:
             self._poll(block_ms)
-            self._outage_since = None
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            now = time.monotonic()
-            if self._outage_since is None:
-                self._outage_since = now
-                log.warning("Redis unreachable (%s); retrying for %.0f s", exc, self.outage_limit)
-            if now - self._outage_since > self.outage_limit:
-                self.fail(f"Redis was unreachable for more than {self.outage_limit:.0f} s: {exc}")
+            failure = self.supervisor.unreachable(exc, time.monotonic())
+            if failure is not None:
+                self.fail(failure)
             time.sleep(0.5)
+            return
+        away = self.supervisor.reachable(time.monotonic())
+        if away is not None:
+            # Nobody could beat while Redis was away: silence says nothing.
+            log.info("Redis answers again after %.1f s", away)
+            self.registry.refresh(time.monotonic())
 
     def _poll(self, block_ms: int) -> None:
         """Handle one batch of events, hand out trials, check liveness and the end."""
         events = self.channel.read_events(block_ms=block_ms)
         for _entry, msg in events:
             if isinstance(msg, MessageError):
-                log.warning("dropped a malformed message on the channel: %s", msg)
+                self.supervisor.malformed("event", msg)
                 continue
             self._handle(msg)
         self.channel.ack([e for e, _ in events])
@@ -307,174 +228,147 @@ class Coordinator:
         now = time.monotonic()
         if now - self._last_liveness >= self.spec.hb_interval:
             self._last_liveness = now
-            self._check_liveness(now)
-        if self.status is None and self.optimizer_done and not self.queue and not self._running():
+            self._supervise(now)
+        if (
+            self.status is None
+            and self.optimizer_done
+            and not self.table.queue
+            and not self.registry.busy()
+        ):
             self._end("finished", "")
-
-    def _running(self) -> list[_Trial]:
-        return [self.trials[w.trial] for w in self.workers.values() if w.trial is not None]
 
     def _handle(self, msg: dict[str, Any]) -> None:
         if msg["epoch"] != self.epoch:
             return  # a worker of an earlier coordinator of this experiment
         kind, wid = msg["type"], msg["worker"]
         if kind == "register":
-            # A task registering for a partition means the task before it on that
-            # partition is dead (Spark runs one attempt at a time: no speculation).
-            partition = wid.rsplit(".", 1)[0]
-            for other in [w for w in self.workers if w.rsplit(".", 1)[0] == partition and w != wid]:
-                self._lose_worker(self.workers[other], "its Spark task was restarted")
-            if wid not in self.workers and wid not in self._gone_ids:
-                self.workers[wid] = _Worker(wid, host=msg["host"], pid=msg["pid"])
-                self.idle.append(wid)
-                log.debug("worker %s registered from %s", wid, msg["host"])
+            for dead in self.registry.register(wid, msg["host"], msg["pid"]):
+                self._lose_worker(dead, "its Spark task was restarted")
             return
-        worker = self.workers.get(wid)
+        worker = self.registry.get(wid)
         if worker is None:
             return  # declared lost already; its late events do not count
         seq = msg.get("seq", 0)
         if seq <= worker.seq:
             return  # a duplicate delivery
-        worker.seq = seq
         if kind == "bye":
+            worker.seq = seq
             worker.busy, worker.trials = msg["busy"], msg["trials"]
-            self._drop_worker(wid)
+            self.registry.drop(wid)
             self.channel.forget_worker(wid)
             return
-        trial = self.trials.get(msg["trial"])
+        trial = self.table.get(msg["trial"])
         if (
             trial is None
-            or trial.attempt != msg["attempt"]
+            or trial.attempts != msg["attempt"]
             or trial.worker != wid
             or trial.status is not TrialStatus.RUNNING
         ):
-            return  # an event of a stale attempt, or an outcome sent again
+            # An event of a stale attempt, an outcome sent again, or one forged for
+            # a trial this worker does not run: dropped, and it moves nothing on
+            # (its sequence number is not taken, so it cannot hide later events).
+            return
+        worker.seq = seq
         if kind == "metric":
-            self._on_metric(trial, msg["step"], float(msg["value"]))
+            self._on_metric(trial, worker, msg["step"], float(msg["value"]))
         elif kind == "log":
             self.store.trial_log(trial.trial_id, msg["msg"])
         elif kind in ("final", "error"):
             self._on_end(trial, worker, msg)
 
-    def _on_metric(self, trial: _Trial, step: int, value: float) -> None:
-        if trial.status is not TrialStatus.RUNNING:
-            return
+    def _on_metric(self, trial: TrialRecord, worker: Worker, step: int, value: float) -> None:
         trial.history.append((step, value))
-        if self.rule.report(trial.trial_id, step, value) and trial.stop_requested_at is None:
-            trial.stop_requested_at = time.time()
-            self.channel.request_stop(trial.trial_id)
-            if trial.worker is not None:
-                self._stop_decided[trial.worker] = trial.stop_requested_at
-            log.info(
-                "trial %s stopped early at step %d (%s=%.6g)",
-                trial.trial_id,
-                step,
-                self.spec.optimization_key,
-                value,
-            )
+        if self.rule.report(trial.trial_id, step, value):
+            reason = f"stopping rule {self.spec.es_policy} at step {step}"
+            if self._stop_trial(trial, worker, reason):
+                log.info(
+                    "trial %s stopped early at step %d (%s=%.6g)",
+                    trial.trial_id,
+                    step,
+                    self.spec.optimization_key,
+                    value,
+                )
 
-    def _on_end(self, trial: _Trial, worker: _Worker, msg: dict[str, Any]) -> None:
+    def _stop_trial(self, trial: TrialRecord, worker: Worker | None, reason: str) -> bool:
+        """Tell a running trial to stop; False when it was told already."""
+        at = time.time()
+        if not self.table.mark_stop(trial, at, reason):
+            return False
+        self.channel.request_stop(trial.trial_id)
+        if worker is not None:
+            worker.stop_decided_at = at
+        return True
+
+    def _on_end(self, trial: TrialRecord, worker: Worker, msg: dict[str, Any]) -> None:
         trial.start, trial.duration = msg["start"], msg["duration"]
-        if trial.follows_stop_at is not None:
+        if worker.follows_stop_at is not None:
             # Worker and coordinator clocks: the same machine, or NTP on a cluster.
-            self.stop_latencies.append(trial.start - trial.follows_stop_at)
-        if msg["type"] == "final":
-            trial.metric = None if msg["metric"] is None else float(msg["metric"])
-            trial.metrics = msg["metrics"]
-            stopped = msg["status"] == "early_stopped" or trial.stop_requested_at is not None
-            trial.status = TrialStatus.EARLY_STOPPED if stopped else TrialStatus.FINISHED
-            self.consecutive_failures = 0
-        else:
-            trial.status = TrialStatus.FAILED
-            trial.error, trial.traceback = msg["error"], msg["traceback"]
-            self.consecutive_failures += 1
-        if trial.stop_requested_at is not None:
+            self.stop_latencies.append(trial.start - worker.follows_stop_at)
+            worker.follows_stop_at = None
+        if self.table.stop_pending(trial):
             self.channel.clear_stop(trial.trial_id)
+        if msg["type"] == "final":
+            metric = None if msg["metric"] is None else float(msg["metric"])
+            early = msg["status"] == "early_stopped"
+            self.table.finish(trial, metric=metric, metrics=msg["metrics"], early=early)
+        else:
+            self.table.fail(trial, msg["error"], msg["traceback"])
         worker.trial = None
         worker.busy += trial.duration or 0.0
         worker.trials += 1
-        self._finish_trial(trial)
+        self._record_end(trial)
         if self.status is None:
-            self.idle.append(worker.worker_id)
-        if self.consecutive_failures >= self.spec.max_consecutive_failures and self.status is None:
+            self.registry.idle.append(worker.worker_id)
+        failures = self.table.consecutive_failures
+        if failures >= self.spec.max_consecutive_failures and self.status is None:
             self._end(
                 "failed",
-                f"{self.consecutive_failures} trials failed in a row "
+                f"{failures} trials failed in a row "
                 f"(max_consecutive_failures={self.spec.max_consecutive_failures}); "
                 f"last error: {trial.error}",
             )
 
-    def _finish_trial(self, trial: _Trial) -> None:
-        """Record a terminal trial: counts, best, rule, optimiser, journal, progress."""
-        self.counts[trial.status.value] += 1
+    def _record_end(self, trial: TrialRecord) -> None:
+        """A trial reached a terminal state: rule, optimiser, journal, progress."""
         frozen = trial.frozen()
         self.rule.trial_ended(frozen)
         self.optimizer.observe(frozen)
-        self._update_best(trial)
-        self.store.append(
-            {
-                "type": "trial_ended",
-                "trial_id": trial.trial_id,
-                "trial": trial.to_dict(),
-                **self._optimizer_state(),
-            }
-        )
+        self.store.append(TrialEnded(trial_id=trial.trial_id, trial=trial))
         self.store.close_trial_log(trial.trial_id)
         self._progress(trial)
-
-    def _optimizer_state(self) -> dict[str, Any]:
-        """The optimiser's state for a journal record, when it journals its state
-        (see ``Optimizer.journal_state``); otherwise nothing: a resume rebuilds
-        it from the trials."""
-        if not self.optimizer.journal_state:
-            return {}
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def _update_best(self, trial: _Trial) -> None:
-        if trial.metric is None or trial.status is TrialStatus.FAILED:
-            return
-        best = self.best
-        rank = best_rank(trial.status, trial.metric, self.sign)
-        if best is None or rank > best_rank(best.status, best.metric or 0.0, self.sign):
-            self.best = trial
 
     # ---------------------------------------------------------------- dispatch
 
     def _dispatch(self) -> None:
         """Give every idle worker a trial, while there are trials to give."""
-        while self.idle and self.status is None:
+        idle = self.registry.idle
+        while idle and self.status is None:
             trial = self._next_trial()
             if trial is None:
                 return
-            wid = self.idle.popleft()
-            worker = self.workers.get(wid)
+            worker = self.registry.get(idle.popleft())
             if worker is None:
-                self.queue.appendleft(trial.trial_id)
+                self.table.requeue(trial)
                 continue
-            trial.attempt += 1
-            trial.status = TrialStatus.RUNNING
-            trial.worker = wid
-            trial.history = []
-            trial.stop_requested_at = None
+            self.table.start(trial, worker.worker_id)
             worker.trial = trial.trial_id
             self.store.append(
-                {
-                    "type": "trial_started",
-                    "trial_id": trial.trial_id,
-                    "attempt": trial.attempt,
-                    "params": trial.params,
-                    "budget": trial.budget,
-                    "info": trial.info,
-                    "worker": wid,
-                    **self._optimizer_state(),
-                }
+                TrialStarted(
+                    trial_id=trial.trial_id,
+                    attempt=trial.attempts,
+                    params=trial.params,
+                    budget=trial.budget,
+                    info=trial.info,
+                    worker=worker.worker_id,
+                )
             )
-            self.channel.assign(wid, self._assignment(trial))
-            trial.follows_stop_at = self._stop_decided.pop(wid, None)
+            self.channel.assign(worker.worker_id, _assignment(trial))
+            worker.follows_stop_at, worker.stop_decided_at = worker.stop_decided_at, None
 
-    def _next_trial(self) -> _Trial | None:
-        if self.queue:
-            return self.trials[self.queue.popleft()]
+    def _next_trial(self) -> TrialRecord | None:
+        queued = self.table.next_queued()
+        if queued is not None:
+            return queued
         if self.optimizer_done:
             return None
         decision = self.optimizer.suggest()
@@ -483,70 +377,88 @@ class Coordinator:
             return None
         if decision is WAIT or not isinstance(decision, Suggestion):
             return None
-        trial_id = f"t{self._next_index:04d}"
-        self._next_index += 1
-        trial = _Trial(trial_id, dict(decision.params), decision.budget, dict(decision.info))
-        self.trials[trial_id] = trial
-        return trial
+        return self.table.new(dict(decision.params), decision.budget, dict(decision.info))
 
-    # ---------------------------------------------------------------- liveness
+    # ---------------------------------------------------------------- supervision
 
-    def _check_liveness(self, now: float) -> None:
-        if self.channel.epoch() != self.epoch:
+    def _supervise(self, now: float) -> None:
+        """Every heartbeat interval: Redis's keys, stop requests, the lease, and
+        the workers' heartbeats."""
+        sup = self.supervisor
+        if sup.redis_lost_keys():
             self._restore()
-        requested = self.channel.stop_request()
-        if requested is not None:
-            self.stop(f"stop requested: {requested}")
+        if now - self._last_keep_alive >= KEEP_ALIVE:
+            self.channel.keep_alive()
+            self._last_keep_alive = now
+        reason = sup.experiment_stop(now)
+        if reason is not None:
+            self.stop(reason)
             return
-        if self.follower_lease is not None:
-            # Measured on this clock from the last time the key was seen, so a Redis
-            # that restarted (and lost the key) gives the follower a whole lease to
-            # touch it again.
-            if self.channel.follower_present():
-                self._follower_seen = now
-            elif now - self._follower_seen > self.follower_lease:
-                silent = now - self._follower_seen
-                self.stop(
-                    f"no word from the Airflow task following the experiment for {silent:.0f} s "
-                    f"(follower_lease {self.follower_lease:g} s): it is gone, so the "
-                    "experiment stops itself"
-                )
-                return
+        for request in sup.trial_stops():
+            self._on_stop_request(request["trial"], request["reason"])
         beats = self.channel.heartbeats()
-        for wid in beats.keys() - self.workers.keys() - self._gone_ids:
-            if wid.startswith(f"e{self.epoch}-"):
-                # It beats but never registered with us: Redis lost its register event.
-                log.info("worker %s adopted from its heartbeat", wid)
-                self.workers[wid] = _Worker(wid)
-                self.idle.append(wid)
-        for wid, worker in list(self.workers.items()):
-            beat = beats.get(wid)
-            if beat is not None and beat != worker.last_beat:
-                worker.last_beat, worker.seen = beat, now
-            elif now - worker.seen > self.worker_timeout:
-                self._lose_worker(worker)
+        after = time.monotonic()
+        late = after - self._last_supervised > self.spec.hb_interval + self._slack
+        if late and self.registry.workers:
+            # This loop was not looking (a Redis call that retried through an
+            # outage, a stalled process): workers could not beat meanwhile either,
+            # so their silence says nothing about them.
+            log.info(
+                "no look at the workers for %.1f s: counting every one as seen now",
+                after - self._last_supervised,
+            )
+            self.registry.refresh(after)
+        self._last_supervised = after
+        for worker in self.registry.check(beats, after):
+            self._lose_worker(worker, silent=True)
+        for wid in self.registry.readmitted:
+            log.warning("worker %s beats again after it was lost: taken back", wid)
+        self.registry.readmitted.clear()
 
-    def _lose_worker(self, worker: _Worker, why: str = "") -> None:
-        why = why or f"no heartbeat for {self.worker_timeout:.0f} s"
+    def _on_stop_request(self, trial_id: str, reason: str) -> None:
+        """Someone asked one trial to stop: an early stop when it runs, else
+        recorded as ignored."""
+        trial = self.table.get(trial_id)
+        if trial is None or trial.status is not TrialStatus.RUNNING:
+            detail = "no such trial" if trial is None else f"the trial is {trial.status.value}"
+            log.info("stop request for trial %s ignored (%s): %s", trial_id, detail, reason)
+            self.store.append(
+                StopRequested(trial_id=trial_id, reason=reason, outcome="ignored", detail=detail)
+            )
+            return
+        worker = self.registry.get(trial.worker or "")
+        if not self._stop_trial(trial, worker, reason):
+            self.store.append(
+                StopRequested(
+                    trial_id=trial_id, reason=reason, outcome="ignored", detail="stopping already"
+                )
+            )
+            return
+        log.info("trial %s asked to stop: %s", trial_id, reason)
+        self.store.append(StopRequested(trial_id=trial_id, reason=reason, outcome="stopping"))
+
+    def _lose_worker(self, worker: Worker, why: str = "", *, silent: bool = False) -> None:
+        why = why or f"no heartbeat for {self.registry.timeout:.0f} s"
         log.warning("worker %s lost: %s", worker.worker_id, why)
-        trial = self.trials.get(worker.trial) if worker.trial else None
-        self._drop_worker(worker.worker_id)
+        trial = self.table.get(worker.trial) if worker.trial else None
+        self.registry.drop(worker.worker_id, silent=silent)
         self.channel.forget_worker(worker.worker_id)
         if trial is None:
             return
-        if trial.attempt < self.spec.max_attempts:
+        if trial.attempts < self.spec.max_attempts:
             log.info(
                 "trial %s (attempt %d) runs again: its worker was lost",
                 trial.trial_id,
-                trial.attempt,
+                trial.attempts,
             )
             trial.status = TrialStatus.PENDING
             self.rule.trial_ended(trial.frozen())  # its live reports are void now
-            self.queue.appendleft(trial.trial_id)
+            self.table.requeue(trial)
         else:
-            trial.status = TrialStatus.FAILED
-            trial.error = f"its worker was lost on each of {trial.attempt} attempts (max_attempts)"
-            self._finish_trial(trial)
+            self.table.fail(
+                trial, f"its worker was lost on each of {trial.attempts} attempts (max_attempts)"
+            )
+            self._record_end(trial)
 
     def _restore(self) -> None:
         """Redis lost the experiment's keys (a restart without persistence): put
@@ -555,21 +467,14 @@ class Coordinator:
         log.warning("Redis lost the experiment's keys (restarted?): restoring the channel")
         self.channel.restore(self.epoch, self._meta())
         self._publish_meta()
-        for trial in self._running():
-            if trial.stop_requested_at is not None:
+        for worker in self.registry.busy():
+            trial = self.table.trials[worker.trial or ""]
+            if self.table.stop_pending(trial):
                 self.channel.request_stop(trial.trial_id)
-            self.channel.assign(trial.worker or "", self._assignment(trial))
+            self.channel.assign(worker.worker_id, _assignment(trial))
         if self.status is not None:
-            for wid in self.workers:
+            for wid in self.registry.workers:
                 self.channel.assign(wid, {"type": "done", "reason": self.status})
-
-    def _drop_worker(self, wid: str) -> None:
-        worker = self.workers.pop(wid, None)
-        self._gone_ids.add(wid)
-        if worker is not None:
-            self._gone.append(worker)
-        with contextlib.suppress(ValueError):  # not idle: it was running a trial
-            self.idle.remove(wid)
 
     # ---------------------------------------------------------------- the end
 
@@ -588,9 +493,9 @@ class Coordinator:
 
     def _end(self, status: str, reason: str) -> None:
         self.status, self.reason = status, reason
-        for trial in self._running():
-            self.channel.request_stop(trial.trial_id)
-        for wid in self.workers:
+        for worker in self.registry.busy():
+            self.channel.request_stop(worker.trial or "")
+        for wid in self.registry.workers:
             self.channel.assign(wid, {"type": "done", "reason": status})
         self.channel.set_meta(state=status, reason=reason, ended=time.time())
         if status != "finished":
@@ -600,100 +505,78 @@ class Coordinator:
         """After the end, collect the outcome of trials still running for up to
         ``timeout`` seconds (they were told to stop); the rest are failed."""
         deadline = time.monotonic() + timeout
-        while self._running() and time.monotonic() < deadline:
+        while self.registry.busy() and time.monotonic() < deadline:
             events = self.channel.read_events(block_ms=100)
             for _e, msg in events:
                 if not isinstance(msg, MessageError):
                     self._handle(msg)
             self.channel.ack([e for e, _ in events])
-        for trial in self._running():
-            trial.status = TrialStatus.FAILED
-            trial.error = f"the experiment ended ({self.status}) before the trial did"
-            self._finish_trial(trial)
-            if trial.worker in self.workers:
-                self.workers[trial.worker].trial = None
+        for worker in self.registry.busy():
+            trial = self.table.trials[worker.trial or ""]
+            self.table.fail(trial, f"the experiment ended ({self.status}) before the trial did")
+            self._record_end(trial)
+            worker.trial = None
 
     def publish_summary(self, result: dict[str, Any]) -> None:
         """Put the result without its trials into ``meta`` for followers that do
         not see the results directory (an Airflow worker on another host)."""
         self.channel.set_meta(summary=summarize(result))
 
-    def result(self) -> dict[str, Any]:
-        """The experiment's summary (the content of ``result.json``)."""
+    def ended(self, status: str, reason: str) -> None:
+        """Journal the end of this run (after ``result.json`` is written)."""
+        self.store.append(Ended(status=status, reason=reason))
+
+    def result_record(self) -> Result:
+        """The experiment's result (the content of ``result.json``), typed."""
         ended = time.time()
-        trials = sorted(self.trials.values(), key=lambda t: t.trial_id)
-        best = self.best
-        workers = [*self._gone, *self.workers.values()]
-        return {
-            "experiment_id": self.experiment_id,
-            "name": self.spec.name,
-            "status": self.status or "running",
-            "reason": self.reason,
-            "direction": self.spec.direction,
-            "optimization_key": self.spec.optimization_key,
-            "num_trials": sum(1 for t in trials if t.status.is_terminal),
-            "counts": dict(self.counts),
-            "best": None
-            if best is None
-            else {
-                "trial_id": best.trial_id,
-                "params": best.params,
-                "metric": best.metric,
-                "status": best.status.value,
-            },
-            "started": self.started,
-            "ended": ended,
-            "duration": ended - self.started,
-            "results_dir": str(self.store.root),
-            "workers": [
-                {
-                    "worker": w.worker_id,
-                    "host": w.host,
-                    "pid": w.pid,
-                    "trials": w.trials,
-                    "busy": round(w.busy, 6),
-                }
-                for w in workers
-            ],
-            "spec": self.spec.to_dict(),
+        best = self.table.best
+        return Result(
+            experiment_id=self.experiment_id,
+            name=self.spec.name,
+            status=self.status or "running",
+            reason=self.reason,
+            direction=self.spec.direction,
+            optimization_key=self.spec.optimization_key,
+            counts=dict(self.table.counts),
+            best=None if best is None else BestTrial.of(best),
+            trials=self.table.ordered(),
+            started=self.started,
+            ended=ended,
+            duration=ended - self.started,
+            results_dir=str(self.store.root),
+            workers=self.registry.records(),
+            spec=self.spec.to_dict(),
             # Seconds from each stop decision to the stopped trial's worker being
             # handed its next trial: how long an early stop keeps a slot idle.
-            "engine": {"stop_latencies": [round(s, 6) for s in self.stop_latencies]},
-            "trials": [t.to_dict() for t in trials],
-        }
+            engine={"stop_latencies": [round(s, 6) for s in self.stop_latencies]},
+            origin=self.origin,
+        )
+
+    def result(self) -> dict[str, Any]:
+        """The experiment's result as JSON data (the content of ``result.json``)."""
+        return self.result_record().to_json()
 
     # ---------------------------------------------------------------- progress
 
     def _publish_meta(self) -> None:
-        best = self.best
+        best = self.table.best
+        counts = self.table.counts
         self.channel.set_meta(
-            finished=self.counts["finished"],
-            early_stopped=self.counts["early_stopped"],
-            failed=self.counts["failed"],
-            running=len(self._running()),
+            finished=counts["finished"],
+            early_stopped=counts["early_stopped"],
+            failed=counts["failed"],
+            running=len(self.registry.busy()),
             best_trial=best.trial_id if best else "",
             best_metric=best.metric if best else None,
             best_params=best.params if best else None,
         )
 
-    def _progress(self, trial: _Trial) -> None:
+    def _progress(self, trial: TrialRecord) -> None:
         """One line per ended trial in the log (and in Redis, for followers)."""
-        done = sum(self.counts.values())
-        key = self.spec.optimization_key
-        metric = "-" if trial.metric is None else f"{trial.metric:.6g}"
-        params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-        best = self.best
-        best_text = (
-            f"best {best.metric:.6g} ({best.trial_id})"
-            if best and best.metric is not None
-            else "no best yet"
+        done = self.table.ended_count()
+        line = progress_line(
+            trial, done, self.spec.num_trials, self.spec.optimization_key, self.table.best
         )
-        line = (
-            f"trial {trial.trial_id} {trial.status.value:<13} {key}={metric}  {params}  "
-            f"[{done}/{self.spec.num_trials} ended, {best_text}]"
-        )
-        if trial.status is TrialStatus.FAILED:
-            line += f"  error: {trial.error}"
         log.info(line)
         self._publish_meta()
         self.channel.publish_progress(
@@ -708,33 +591,12 @@ class Coordinator:
         )
 
 
-SUMMARY_KEYS = (
-    "experiment_id",
-    "name",
-    "status",
-    "reason",
-    "direction",
-    "optimization_key",
-    "num_trials",
-    "counts",
-    "best",
-    "duration",
-    "results_dir",
-)
-
-
-def summarize(result: dict[str, Any]) -> dict[str, Any]:
-    """The small part of a result that an Airflow XCom carries; for an ablation
-    study, also its table (one row per component)."""
-    summary = {k: result.get(k) for k in SUMMARY_KEYS}
-    if isinstance(result.get("ablation"), dict) and "components" in result["ablation"]:
-        from maggy_core.ablation.report import summary_table
-
-        summary["ablation"] = summary_table(result["ablation"])
-    return summary
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float) and math.isfinite(v):
-        return f"{v:.4g}"
-    return str(v)
+def _assignment(trial: TrialRecord) -> dict[str, Any]:
+    """The ``trial`` message that hands an attempt to a worker."""
+    return {
+        "type": "trial",
+        "trial": trial.trial_id,
+        "attempt": trial.attempts,
+        "params": trial.params,
+        "budget": trial.budget,
+    }

@@ -138,6 +138,19 @@ class PrivateRedis:
             self._dir = None
 
 
+def configured_url(url: str | None = None) -> str | None:
+    """The Redis someone named: ``url`` (``--redis-url``, a connection), else
+    ``$MAGGY_REDIS_URL``, else None. The one rule of precedence for the driver
+    and every follower."""
+    return url or os.environ.get(ENV_VAR) or None
+
+
+def follower_url(url: str | None = None) -> str:
+    """The Redis a follower (``maggy stop``) talks to: the named one, else the
+    default server (a private server is the driver's own and nobody else's)."""
+    return configured_url(url) or DEFAULT_URL
+
+
 @contextmanager
 def redis_for_experiment(url: str | None = None) -> Iterator[str]:
     """Yield the URL of the Redis to use; start and stop a private one if needed.
@@ -146,7 +159,7 @@ def redis_for_experiment(url: str | None = None) -> Iterator[str]:
         MaggyError: a configured URL does not answer (we do not fall back silently
             from a server the user named), or no server could be started.
     """
-    named = url or os.environ.get(ENV_VAR)
+    named = configured_url(url)
     if named:
         if not ping(named, timeout=3.0):
             source = "--redis-url" if url else ENV_VAR

@@ -15,6 +15,7 @@ import numbers
 import sys
 from typing import TYPE_CHECKING, Any
 
+from maggy_core.channel import clip
 from maggy_core.exceptions import EarlyStopException
 
 if TYPE_CHECKING:
@@ -93,8 +94,8 @@ class Reporter:
             msg: Anything; it is turned into a string.
             jupyter: Accepted for MAGGY 1.x compatibility; ignored.
         """
-        text = str(msg)
+        text = clip(str(msg))
         if self._channel is None:
             print(f"[{self.trial_id}] {text}", file=sys.stderr)
             return
-        self._channel.send("log", trial=self.trial_id, attempt=self.attempt, msg=text)
+        self._channel.send_log(self.trial_id, self.attempt, text)

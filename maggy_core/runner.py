@@ -24,18 +24,22 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maggy_core.channel import CoordinatorChannel
 from maggy_core.coordinator import Coordinator
 from maggy_core.exceptions import SpecError
 from maggy_core.jvm_archive import DriverArchive, end_gateway
-from maggy_core.optimizers import get_optimizer
+from maggy_core.loading import load_callable
+from maggy_core.modes import mode_of, stopping_rule
+from maggy_core.records import Origin
 from maggy_core.redis_server import redis_for_experiment
-from maggy_core.results import ResultStore
+from maggy_core.results import ResultStore, replay
 from maggy_core.spec import ExperimentSpec
-from maggy_core.stopping import get_stopping_rule
-from maggy_core.worker import Launch, check_signature, load_callable, spark_task, spark_task_with_fn
+from maggy_core.worker import Launch, spark_task, spark_task_with_fn
+
+if TYPE_CHECKING:
+    from maggy_core.optimizers import Optimizer
 
 log = logging.getLogger("maggy")
 
@@ -68,9 +72,9 @@ def new_experiment_id(name: str) -> str:
 def prepare(spec: ExperimentSpec, train_fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
     """Check everything that can be checked before Spark starts.
 
-    Imports the training function (when given as ``module:function``), checks its
-    arguments against the search space, and builds the optimiser and stopping
-    rule once to surface their errors.
+    Imports the training function (when given as ``module:function``), lets the
+    experiment's mode check its arguments (and, for a study, its generators and
+    table), and builds the optimiser and stopping rule once to surface their errors.
 
     Raises:
         SpecError: naming the field and what is allowed.
@@ -81,76 +85,16 @@ def prepare(spec: ExperimentSpec, train_fn: Callable[..., Any] | None = None) ->
                 "train_fn", "is required: 'module:function' (or pass a callable to lagom)"
             )
         train_fn = load_callable(spec.train_fn)
-    if spec.ablation is not None:
-        from maggy_core.ablation.study import INJECTED, check_dataset_columns
-
-        fixed = [*spec.train_kwargs, *INJECTED]
-        problems = check_signature(train_fn, [], fixed)
-        problems += _check_generators(spec)
-        if problems:
-            raise SpecError(problems)
-        check_dataset_columns(spec.ablation)
-    else:
-        problems = check_signature(train_fn, spec.searchspace.names(), spec.train_kwargs)
-        if problems:
-            raise SpecError(problems)
-    _make_optimizer(spec)
-    _make_rule(spec)
+    mode = mode_of(spec)
+    mode.check(spec, train_fn)
+    mode.optimizer(spec, spec.seed)
+    stopping_rule(spec)
     return train_fn
 
 
-def _check_generators(spec: ExperimentSpec) -> list[tuple[str, str]]:
-    """The study's ``module:function`` paths must import in the driver too."""
-    study = spec.ablation
-    if study is None:
-        return []
-    paths = {
-        "ablation.base_model": study.base_model,
-        "ablation.dataset_generator": study.dataset_generator,
-        **{f"ablation.custom_models.{k}": v for k, v in study.custom_models.items()},
-    }
-    problems = []
-    for where, path in paths.items():
-        if path is None:
-            continue
-        try:
-            load_callable(path)
-        except SpecError as err:
-            problems += [(where, message) for _, message in err.problems]
-    return problems
-
-
-def _make_optimizer(spec: ExperimentSpec):
-    if spec.ablation is not None and spec.ablator is not None:
-        from maggy_core.ablation.ablators import get_ablator
-
-        return get_ablator(
-            spec.ablator.name,
-            spec.ablation.plan(),
-            direction=spec.direction,
-            seed=spec.seed,
-            options=spec.ablator.options,
-            alpha=spec.ablation.alpha,
-            confidence=spec.ablation.confidence,
-        )
-    return get_optimizer(
-        spec.optimizer.name,
-        spec.searchspace,
-        num_trials=spec.num_trials,
-        direction=spec.direction,
-        seed=spec.seed,
-        options=spec.optimizer.options,
-    )
-
-
-def _make_rule(spec: ExperimentSpec):
-    return get_stopping_rule(
-        spec.es_policy,
-        direction=spec.direction,
-        min_trials=spec.es_min,
-        interval=spec.es_interval,
-        options=spec.es_options,
-    )
+def _make_optimizer(spec: ExperimentSpec, seed: int | None = None) -> Optimizer:
+    """The spec's optimiser (or ablator), seeded with ``seed`` or the spec's seed."""
+    return mode_of(spec).optimizer(spec, spec.seed if seed is None else seed)
 
 
 class SparkStart:
@@ -383,6 +327,7 @@ def run_experiment(
     experiment_id: str | None = None,
     grace: float = 30.0,
     follower_lease: float | None = None,
+    origin: Origin | None = None,
 ) -> dict[str, Any]:
     """Run an experiment to its end and return its result (also in ``result.json``).
 
@@ -415,7 +360,17 @@ def run_experiment(
     exp_id = experiment_id or spec.experiment_id or new_experiment_id(spec.name)
     root = Path(results_dir or os.environ.get("MAGGY_RESULTS_DIR") or DEFAULT_RESULTS_DIR).resolve()
     store = ResultStore(root, exp_id)
-    epoch = 1 + sum(1 for r in store.read_journal() if r.get("type") == "experiment")
+    earlier = replay(store.journal.records())
+    epoch = 1 + earlier.runs
+    # The seed is fixed once per experiment: the spec's, else one drawn by its first
+    # run, which every resume keeps (the optimiser rebuilds its state from the
+    # trials, and only the same seed continues the same sequence).
+    seed = spec.seed
+    if earlier.first is not None and earlier.first.seed is not None:
+        seed = earlier.first.seed
+    elif seed is None:
+        seed = secrets.randbelow(2**32)
+    mode = mode_of(spec)
     # local[W,F]: plain local[W] never retries a failed task, so a worker whose
     # Python process died would end the whole job instead of being replaced.
     if master is None and not os.environ.get("PYSPARK_GATEWAY_PORT"):
@@ -432,18 +387,19 @@ def run_experiment(
             exp_id,
             channel,
             store,
-            _make_optimizer(spec),
-            _make_rule(spec),
+            mode.optimizer(spec, seed),
+            stopping_rule(spec),
             epoch=epoch,
             follower_lease=follower_lease,
+            seed=seed,
+            origin=origin,
         )
         coordinator.open()
         log.info(
-            "experiment %s: %d trials, %d workers, optimizer %s, results in %s",
+            "experiment %s: %s, %d workers, results in %s",
             exp_id,
-            spec.num_trials,
+            mode.describe(spec),
             spec.workers,
-            spec.optimizer.name if spec.ablator is None else f"ablator {spec.ablator.name}",
             store.root,
         )
         launch = Launch(
@@ -454,7 +410,8 @@ def run_experiment(
             spec.optimization_key,
             spec.train_fn if train_fn is None else None,
             spec.train_kwargs,
-            _launch_study(spec),
+            mode.name,
+            mode.worker_block(spec),
         ).to_json()
         task = (
             functools.partial(spark_task, launch)
@@ -495,42 +452,18 @@ def run_experiment(
             result["spark"] = {"master": sc.master, "app_id": sc.applicationId}
             if job.error is not None and result["status"] == "failed":
                 result["reason"] += f"; Spark: {type(job.error).__name__}: {str(job.error)[:500]}"
-        if spec.ablation is not None:
-            from maggy_core.ablation.report import finish_study
-
-            try:
-                result["ablation"] = finish_study(
-                    spec.ablation,
-                    result,
-                    name=spec.name,
-                    direction=spec.direction,
-                    results_root=root,
-                    experiment_dir=store.root,
-                )
-            except Exception as exc:  # the trials are kept whatever the analysis does
-                log.exception("the ablation analysis failed")
-                result["ablation"] = {"error": f"{type(exc).__name__}: {exc}"}
+        mode.finish(spec, result, results_root=root, experiment_dir=store.root)
         store.write_result(result)
         if deadline is not None:
             deadline.cancel()
         with contextlib.suppress(Exception):  # Redis may be what failed
             coordinator.publish_summary(result)
-        store.append({"type": "ended", "status": result["status"], "reason": result["reason"]})
+        coordinator.ended(result["status"], result["reason"])
         store.close()
-        channel.finish()
+        with contextlib.suppress(Exception):  # Redis may be what failed; keys expire anyway
+            channel.finish()
         channel.close()
     return result
-
-
-def _launch_study(spec: ExperimentSpec) -> dict[str, Any] | None:
-    """The study's block for the workers, with the table's path made absolute
-    (Spark workers do not run in the driver's directory)."""
-    if spec.ablation is None:
-        return None
-    block = spec.ablation.to_dict()
-    if block["dataset"] is not None:
-        block["dataset"] = str(Path(block["dataset"]).expanduser().resolve())
-    return block
 
 
 def _exit_deadline(seconds: float) -> threading.Timer:

@@ -28,13 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maggy_core.ablation.study import AblationSpec, parse_ablator
+from maggy_core.ablation.study import AblationSpec, AblationStudy
 from maggy_core.exceptions import SpecError
 from maggy_core.optimizers import resolve_optimizer
 from maggy_core.searchspace import Searchspace
 from maggy_core.stopping import available_stopping_rules, get_stopping_rule
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+#: Upper bounds of the counts in a spec: validation (and everything after it) stays
+#: bounded in time and memory whatever the input; a count above one is refused
+#: with a message naming the field and the maximum.
+MAX_TRIALS = 1_000_000
+MAX_WORKERS = 10_000
+MAX_REPEATS = 10_000
+MIN_HB_INTERVAL = 0.01
 _OPTIMIZER_KEYS = ("name", "options")
 
 
@@ -42,9 +49,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_int(problems: list[tuple[str, str]], name: str, value: Any, minimum: int) -> None:
+def _check_int(
+    problems: list[tuple[str, str]],
+    name: str,
+    value: Any,
+    minimum: int,
+    maximum: int | None = None,
+) -> None:
     if not _is_int(value) or value < minimum:
         problems.append((name, f"must be an integer >= {minimum}, got {value!r}"))
+    elif maximum is not None and value > maximum:
+        problems.append((name, f"must be at most {maximum:,}, got {value:,}"))
 
 
 def _check_id(problems: list[tuple[str, str]], name: str, value: Any) -> None:
@@ -95,22 +110,45 @@ class OptimizerSpec:
             raise SpecError(problems)
 
     @classmethod
-    def parse(cls, value: Any) -> OptimizerSpec:
-        """Read ``"name"``, ``{"name": ..., "options": {...}}`` or an OptimizerSpec.
+    def parse(cls, value: Any, field: str = "optimizer", *, flat: bool = False) -> OptimizerSpec:
+        """Read ``"name"``, ``{"name": ..., "options": {...}}`` or an OptimizerSpec:
+        the one parser of every ``{name, options}`` field (``optimizer``,
+        ``es_policy``, ``ablator``).
+
+        Args:
+            value: The field's value.
+            field: The field's name, for errors (``es_policy.options``, ...).
+            flat: Also take options beside ``name`` (``{name: loco, repeats: 5}``,
+                the ablator's MAGGY 1.x form); nested ``options`` win.
 
         Raises:
-            SpecError: Under ``optimizer`` when the form is wrong.
+            SpecError: Under ``field`` when the form is wrong.
         """
+        try:
+            return cls._parse(value, flat)
+        except SpecError as err:
+            if field == "optimizer":
+                raise
+            raise SpecError(
+                [(field + f.removeprefix("optimizer"), m) for f, m in err.problems]
+            ) from None
+
+    @classmethod
+    def _parse(cls, value: Any, flat: bool) -> OptimizerSpec:
         if isinstance(value, OptimizerSpec):
             return value
         if isinstance(value, str):
             return cls(value)
         if isinstance(value, Mapping):
             unknown = [str(k) for k in value if k not in _OPTIMIZER_KEYS]
-            if not unknown and "name" in value:
-                return cls(value["name"], value.get("options") or {})
+            nested = value.get("options") or {}
+            if "name" in value and (flat or not unknown):
+                if not isinstance(nested, Mapping):
+                    raise SpecError.one("optimizer.options", "must be a mapping of JSON values")
+                beside = {k: v for k, v in value.items() if k not in _OPTIMIZER_KEYS}
+                return cls(value["name"], {**beside, **nested})
             message = "takes only the keys name (required) and options (a mapping)"
-            if unknown:
+            if unknown and not flat:
                 message += f"; unknown: {', '.join(unknown)}; put them under options"
             raise SpecError.one("optimizer", message)
         raise SpecError.one("optimizer", "must be a name or {name: ..., options: {...}}")
@@ -222,7 +260,16 @@ class ExperimentSpec:
         values, more = _validate({**_defaults(), **known})
         if problems or more:
             raise SpecError(problems + more)
-        return cls(**values)
+        return cls._validated(values)
+
+    @classmethod
+    def _validated(cls, values: Mapping[str, Any]) -> ExperimentSpec:
+        """A spec from values :func:`_validate` has just checked and normalised,
+        without checking them again (a spec is validated once)."""
+        spec = object.__new__(cls)
+        for f in _FIELDS:
+            object.__setattr__(spec, f.name, values[f.name])
+        return spec
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-able data that :meth:`from_dict` reads back equal."""
@@ -295,7 +342,7 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
         problems += err.problems
 
     if values.get("ablation") is None:
-        _check_int(problems, "num_trials", values["num_trials"], 1)
+        _check_int(problems, "num_trials", values["num_trials"], 1, MAX_TRIALS)
     direction = values["direction"]
     if isinstance(direction, str) and direction.lower() in ("max", "min"):
         out["direction"] = direction.lower()
@@ -308,18 +355,17 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
     policy = values["es_policy"]
     policy = "none" if policy is None or policy is False else policy
     es_options = values["es_options"]
-    if isinstance(policy, Mapping):
-        unknown = [str(k) for k in policy if k not in _OPTIMIZER_KEYS]
-        if unknown or "name" not in policy:
-            problems.append(
-                ("es_policy", "as a mapping takes only the keys name (required) and options")
-            )
-        es_options = {**(es_options or {}), **(policy.get("options") or {})}
-        policy = policy.get("name")
-    rules = available_stopping_rules()
     if not isinstance(es_options, Mapping):
         problems.append(("es_options", f"must be a mapping of option -> value, got {es_options!r}"))
         es_options = {}
+    if isinstance(policy, Mapping):
+        try:
+            named = OptimizerSpec.parse(policy, "es_policy")
+            es_options, policy = {**es_options, **named.options}, named.name
+        except SpecError as err:
+            problems += err.problems
+            policy = "none"
+    rules = available_stopping_rules()
     out["es_options"] = dict(es_options)
     if isinstance(policy, str) and policy.lower() in rules:
         out["es_policy"] = policy.lower()
@@ -336,9 +382,11 @@ def _validate(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, s
     hb = values["hb_interval"]
     if isinstance(hb, bool) or not isinstance(hb, (int, float)) or not (0 < hb < math.inf):
         problems.append(("hb_interval", f"must be a number of seconds > 0, got {hb!r}"))
+    elif hb < MIN_HB_INTERVAL:
+        problems.append(("hb_interval", f"must be at least {MIN_HB_INTERVAL} s, got {hb!r}"))
     else:
         out["hb_interval"] = float(hb)
-    _check_int(problems, "workers", values["workers"], 1)
+    _check_int(problems, "workers", values["workers"], 1, MAX_WORKERS)
     seed = values["seed"]
     if seed is not None and not (_is_int(seed) and 0 <= seed < 2**32):
         problems.append(("seed", f"must be null or an integer in [0, 2**32), got {seed!r}"))
@@ -392,7 +440,22 @@ def _validate_ablation(
     except SpecError as err:
         problems += err.problems
     try:
-        name, options = parse_ablator(ablator)
+        named = OptimizerSpec.parse("loco" if ablator is None else ablator, "ablator", flat=True)
+        name, options = named.name, named.options
+        raw_repeats = options.get("repeats")
+        repeats = raw_repeats if isinstance(raw_repeats, int) and raw_repeats is not True else 0
+        if repeats > MAX_REPEATS:
+            # Refused before the plan (repeats x components trials) is made.
+            raise SpecError.one(
+                "ablator.repeats", f"must be at most {MAX_REPEATS:,}, got {repeats:,}"
+            )
+        if study is not None and repeats > 0:
+            planned = (len(study.plan()) + 1) * repeats
+            if planned > MAX_TRIALS:
+                raise SpecError.one(
+                    "ablator.repeats",
+                    f"makes a plan of {planned:,} trials; at most {MAX_TRIALS:,} (num_trials)",
+                )
         seed = values.get("seed")
         plan = get_ablator(
             name,
@@ -401,7 +464,7 @@ def _validate_ablation(
             seed=seed if _is_int(seed) else 0,
             options=options,
         )
-        out["ablator"] = OptimizerSpec(name, options)
+        out["ablator"] = named
         wanted = values.get("num_trials")
         if study is None:
             pass
@@ -483,6 +546,41 @@ def HyperparameterOptConfig(  # noqa: N802 - MAGGY 1.x's name
             "es_interval": es_interval,
             "es_min": es_min,
             "es_policy": es_policy,
+            "name": name,
+            "description": description,
+            "hb_interval": hb_interval,
+            **more,
+        },
+        require_train_fn=False,
+    )
+
+
+def AblationConfig(  # noqa: N802 - MAGGY 1.x's name
+    ablation_study: AblationStudy | AblationSpec | Mapping[str, Any],
+    ablator: str | Mapping[str, Any] = "loco",
+    direction: str = "max",
+    name: str = "ablationStudy",
+    description: str = "",
+    hb_interval: float = 1,
+    **more: Any,
+) -> ExperimentSpec:
+    """MAGGY 1.x's ablation config, returned as an :class:`ExperimentSpec`.
+
+    Args:
+        ablation_study: The study.
+        ablator: ``"loco"`` or ``{"name": "loco", "repeats": 5}``.
+        direction, name, description, hb_interval: As in the spec.
+        **more: Any other spec field (``workers``, ``seed``, ``optimization_key``, ...).
+
+    Raises:
+        SpecError: Listing every problem.
+    """
+    study = AblationSpec.parse(ablation_study)
+    return ExperimentSpec.from_dict(
+        {
+            "ablation": study.to_dict(),
+            "ablator": ablator,
+            "direction": direction,
             "name": name,
             "description": description,
             "hb_interval": hb_interval,

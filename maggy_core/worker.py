@@ -13,7 +13,6 @@ Redis is unpickled.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import logging
@@ -24,98 +23,19 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from maggy_core.channel import WorkerChannel
-from maggy_core.exceptions import EarlyStopException, SpecError, TrialResultError
+from maggy_core.channel import WorkerChannel, clip
+from maggy_core.exceptions import EarlyStopException, TrialResultError
+from maggy_core.loading import load_callable
+from maggy_core.modes import mode_named
 from maggy_core.reporter import Reporter
 
 log = logging.getLogger("maggy.worker")
 
-#: Names a training function can ask for besides its hyperparameters.
-INJECTED = ("hparams", "reporter", "budget", "trial_id")
 TERMINAL_STATES = ("finished", "failed", "stopped")
-
-
-def load_callable(path: str) -> Callable[..., Any]:
-    """Import ``"package.module:function"``.
-
-    Raises:
-        SpecError: the path is malformed, the module does not import, or the
-            attribute is missing or not callable (field ``train_fn``).
-    """
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise SpecError.one("train_fn", f"must be 'module:function', got {path!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SpecError.one("train_fn", f"cannot import module {module_name!r}: {exc}") from None
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise SpecError.one("train_fn", f"module {module_name!r} has no attribute {attr!r}")
-    if not callable(obj):
-        raise SpecError.one("train_fn", f"{path!r} is not callable")
-    return obj
-
-
-def check_signature(
-    fn: Callable[..., Any], param_names: Iterable[str], fixed: Iterable[str] = ()
-) -> list[tuple[str, str]]:
-    """Problems with calling ``fn`` for a trial, as ``(field, message)`` pairs.
-
-    A training function receives, by name, ``hparams`` (all hyperparameters),
-    ``reporter``, ``budget``, ``trial_id``, each hyperparameter and each of the
-    spec's ``train_kwargs`` (``fixed``); a ``**kwargs`` receives the
-    hyperparameters it did not name. Each hyperparameter must reach the function
-    one way or another, and every argument without a default must be one of these.
-    """
-    name = getattr(fn, "__name__", repr(fn))
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return []
-    params = sig.parameters
-    names = set(param_names)
-    fixed_names = set(fixed)
-    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    problems = []
-    for p in params.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if p.kind is p.POSITIONAL_ONLY:
-            problems.append(
-                (
-                    "train_fn",
-                    f"{name}: argument {p.name!r} is positional-only; arguments are passed by name",
-                )
-            )
-        elif (
-            p.name not in names
-            and p.name not in fixed_names
-            and p.name not in INJECTED
-            and p.default is p.empty
-        ):
-            problems.append(
-                (
-                    "train_fn",
-                    f"{name}: argument {p.name!r} has no default and is neither a hyperparameter "
-                    f"(the space has {sorted(names)}) nor one of {list(INJECTED)}",
-                )
-            )
-    if not has_var_kw and "hparams" not in params:
-        for missing in sorted(names - set(params)):
-            problems.append(
-                (
-                    f"searchspace.{missing}",
-                    f"{name} takes no argument {missing!r} (and no hparams or **kwargs)",
-                )
-            )
-    return problems
 
 
 def build_kwargs(
@@ -218,7 +138,8 @@ class Launch:
     optimization_key: str
     train_fn: str | None = None
     train_kwargs: dict[str, Any] = field(default_factory=dict)
-    ablation: dict[str, Any] | None = None  # the study's block, for ablation trials
+    mode: str = "search"  # see maggy_core.modes
+    block: dict[str, Any] | None = None  # the mode's own JSON (a study's block)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -312,9 +233,10 @@ def _run_trial(
     kind = "final"
     outcome: dict[str, Any]
     try:
-        fixed = launch.train_kwargs
-        if launch.ablation is not None:
-            fixed = {**fixed, **_study(launch).injections(msg["params"].get("ablated"))}
+        fixed = {
+            **launch.train_kwargs,
+            **mode_named(launch.mode).injections(launch.block, msg["params"]),
+        }
         kwargs = build_kwargs(fn, msg["params"], reporter, msg.get("budget"), trial, fixed)
         metric, metrics = interpret_return(fn(**kwargs), launch.optimization_key)
         status = "early_stopped" if reporter.stopped else "finished"
@@ -323,26 +245,15 @@ def _run_trial(
         outcome = {"status": "early_stopped", "metric": reporter.last_metric, "metrics": {}}
     except Exception as exc:
         kind = "error"
-        outcome = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        outcome = {
+            "error": clip(f"{type(exc).__name__}: {exc}", 2000),
+            "traceback": clip(traceback.format_exc()),
+        }
     duration = time.perf_counter() - t0
     encoded = channel.event(
         kind, trial=trial, attempt=attempt, start=start, duration=duration, **outcome
     )
     return duration, encoded
-
-
-_STUDIES: dict[str, Any] = {}
-
-
-def _study(launch: Launch) -> Any:
-    """The worker's TrialContext of the experiment's study (keeps the table read)."""
-    from maggy_core.ablation.study import AblationSpec, TrialContext
-
-    context = _STUDIES.get(launch.experiment_id)
-    if context is None:
-        _STUDIES.clear()
-        context = _STUDIES[launch.experiment_id] = TrialContext(AblationSpec.parse(launch.ablation))
-    return context
 
 
 def spark_task(launch_json: str, partition: int, _rows: Iterator[Any]) -> Iterator[str]:

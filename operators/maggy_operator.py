@@ -199,14 +199,20 @@ class MaggyOperator(BaseOperator):
         # The link works while the task runs (Airflow itself writes it at the end).
         link = MaggyExperimentLink()
         ti.xcom_push(key=link.xcom_key, value=experiment_url(experiment_id))
+        from maggy_core.redis_server import configured_url
+
         self._redis_url = (
-            redis_url_from_connection(self.redis_conn_id)
-            or os.environ.get("MAGGY_REDIS_URL")
-            or self._local_redis()
+            configured_url(redis_url_from_connection(self.redis_conn_id)) or self._local_redis()
         )
         self._check_lease()
         results_dir = os.path.abspath(self.results_dir or default_results_dir())
-        hook = self._make_hook(spec, results_dir)
+        origin = {
+            "dag_id": ti.dag_id,
+            "task_id": ti.task_id,
+            "run_id": ti.run_id,
+            "map_index": ti.map_index,
+        }
+        hook = self._make_hook(spec, results_dir, origin)
         self.log.info(
             "maggy experiment %s: %d trials, %d workers, optimizer %s, on Spark %s; results in %s",
             experiment_id,
@@ -343,7 +349,9 @@ class MaggyOperator(BaseOperator):
 
         return str(Path(maggy_core.__file__).parent / "spark_app" / "maggy_driver.py")
 
-    def _make_hook(self, spec: ExperimentSpec, results_dir: str) -> MaggySparkSubmitHook:
+    def _make_hook(
+        self, spec: ExperimentSpec, results_dir: str, origin: Mapping[str, Any] | None = None
+    ) -> MaggySparkSubmitHook:
         from maggy_airflow.operators.hooks import MaggySparkSubmitHook, spark_home
 
         bin_dir = os.path.dirname(sys.executable)
@@ -365,6 +373,8 @@ class MaggyOperator(BaseOperator):
             "--experiment-id",
             spec.experiment_id or "",
         ]
+        if origin is not None:
+            args += ["--origin", json.dumps(dict(origin))]
         lease = self._lease()
         if lease is not None:
             args += ["--follower-lease", f"{lease:g}"]
@@ -450,18 +460,16 @@ class MaggyOperator(BaseOperator):
     def _read_summary(self, results_dir: str, experiment_id: str) -> dict[str, Any] | None:
         """The experiment's summary: from ``result.json`` when this task sees the
         results folder, else from Redis, where the driver also leaves it."""
-        from maggy_core.coordinator import summarize
+        from maggy_core.records import summarize
         from maggy_core.results import load_result
 
         with contextlib.suppress(OSError, ValueError):
             return summarize(load_result(Path(results_dir) / experiment_id))
         if self._redis_url:
-            from maggy_core.channel import connect, key_prefix
+            from maggy_core.channel import connect, read_summary
 
             with contextlib.suppress(Exception):
-                raw = connect(self._redis_url).hget(key_prefix(experiment_id) + "meta", "summary")
-                if raw:
-                    return json.loads(raw)  # type: ignore[no-any-return]
+                return read_summary(connect(self._redis_url), experiment_id)
         return None
 
     # ------------------------------------------------------------ killing

@@ -9,7 +9,6 @@ Redis.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -68,13 +67,10 @@ class MaggyTrigger(BaseTrigger):
             },
         )
 
-    def _key(self, name: str) -> str:
-        from maggy_core.channel import key_prefix
-
-        return key_prefix(self.experiment_id) + name
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import redis.asyncio as aioredis
+
+        from maggy_core.channel import read_meta_async, read_summary_async
 
         client = aioredis.from_url(self.redis_url)
         last = "0-0"
@@ -82,10 +78,7 @@ class MaggyTrigger(BaseTrigger):
         try:
             while True:
                 last = await self._log_progress(client, last)
-                meta = {
-                    k.decode(): v.decode()
-                    for k, v in (await client.hgetall(self._key("meta"))).items()
-                }
+                meta = await read_meta_async(client, self.experiment_id)
                 state = meta.get("state")
                 if not meta:
                     if time.time() - self.submitted_at > self.start_timeout:
@@ -98,12 +91,13 @@ class MaggyTrigger(BaseTrigger):
                         )
                         return
                 elif state in TERMINAL:
-                    if "summary" in meta:
+                    summary = await read_summary_async(client, self.experiment_id)
+                    if summary is not None:
                         yield TriggerEvent(
                             {
                                 "status": state,
                                 "experiment_id": self.experiment_id,
-                                "summary": json.loads(meta["summary"]),
+                                "summary": summary,
                             }
                         )
                         return
@@ -139,14 +133,11 @@ class MaggyTrigger(BaseTrigger):
 
     async def _log_progress(self, client: Any, last: str) -> str:
         """Log the trials that ended since ``last``; return the new position."""
-        reply = await client.xread({self._key("progress"): last}, count=1000)
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                last = entry_id.decode()
-                try:
-                    self.log.info("%s", json.loads(fields[b"m"])["line"])
-                except (KeyError, ValueError):
-                    self.log.warning("unreadable progress entry %s", entry_id)
+        from maggy_core.channel import read_progress_async
+
+        entries, last = await read_progress_async(client, self.experiment_id, last)
+        for entry in entries:
+            self.log.info("%s", entry["line"])
         return last
 
     async def on_kill(self) -> None:
@@ -154,11 +145,12 @@ class MaggyTrigger(BaseTrigger):
         driver then cancels the Spark job, and the trials that ended are kept."""
         import redis.asyncio as aioredis
 
+        from maggy_core.channel import request_experiment_stop_async
+
         client = aioredis.from_url(self.redis_url)
         try:
-            meta = self._key("meta")
-            if (await client.hget(meta, "state")) == b"running":
-                await client.hset(meta, "stop_request", "the Airflow task was killed")
+            reason = "the Airflow task was killed"
+            if await request_experiment_stop_async(client, self.experiment_id, reason):
                 self.log.info("asked experiment %s to stop", self.experiment_id)
         finally:
             await client.aclose()

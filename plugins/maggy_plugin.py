@@ -88,76 +88,12 @@ def _result(experiment_id: str) -> dict[str, Any] | None:
 
 
 def _journal_result(experiment_id: str, folder: Path) -> dict[str, Any] | None:
-    """A partial result rebuilt from ``journal.jsonl``: the ended trials, the ones
-    that started and have not ended, and the best so far (ranked as the
-    coordinator ranks it)."""
-    from maggy_core.results import ResultStore
+    """A partial result rebuilt from ``journal.jsonl`` (the engine's one reader of
+    the journal): the ended trials, the ones that started and have not ended, and
+    the best so far."""
+    from maggy_core.results import result_from_journal
 
-    if not (folder / "journal.jsonl").exists():
-        return None
-    records = ResultStore.read_journal_at(folder)
-    first = next((r for r in records if r.get("type") == "experiment"), {})
-    spec = first.get("spec") or {}
-    # Each run (the first, and each resume) opens with an "experiment" record;
-    # an "ended" record counts only when it ends the latest run.
-    runs = [i for i, r in enumerate(records) if r.get("type") == "experiment"]
-    latest = records[runs[-1] :] if runs else records
-    ended = next((r for r in reversed(latest) if r.get("type") == "ended"), None)
-    status = ended["status"] if ended else "running"
-    trials: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.get("type") == "trial_started":
-            # A started trial has no outcome yet; a later attempt replaces an
-            # earlier one, as in the coordinator.
-            trials[r["trial_id"]] = {
-                "trial_id": r["trial_id"],
-                "params": r.get("params", {}),
-                "status": "running" if ended is None else "pending",
-                "metric": None,
-                "metrics": {},
-                "history": [],
-                "budget": r.get("budget"),
-                "info": r.get("info") or {},
-                "attempts": r.get("attempt"),
-                "worker": r.get("worker"),
-                "start": r.get("time"),
-                "duration": None,
-                "error": None,
-                "traceback": None,
-            }
-        elif r.get("type") == "trial_ended":
-            trials[r["trial_id"]] = r["trial"]
-    ordered = [trials[k] for k in sorted(trials)]
-    counts = {s: sum(1 for t in ordered if t.get("status") == s) for s in _TERMINAL}
-    return {
-        "experiment_id": experiment_id,
-        "name": spec.get("name"),
-        "status": status,
-        "reason": ended["reason"] if ended else "no result.json yet: trials ended so far",
-        "direction": spec.get("direction", "max"),
-        "optimization_key": spec.get("optimization_key", "metric"),
-        "num_trials": sum(counts.values()),
-        "counts": counts,
-        "best": _best(ordered, spec.get("direction", "max")),
-        "started": first.get("time"),
-        "trials": ordered,
-    }
-
-
-def _best(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
-    """The best trial so far, ranked as the coordinator ranks it."""
-    from maggy_core.trial import best_rank
-
-    sign = 1.0 if direction == "max" else -1.0
-    ranked = [
-        t
-        for t in trials
-        if t.get("status") in ("finished", "early_stopped") and _number(t.get("metric"))
-    ]
-    if not ranked:
-        return None
-    best = max(ranked, key=lambda t: best_rank(t["status"], float(t["metric"]), sign))
-    return {k: best.get(k) for k in ("trial_id", "params", "metric", "status")}
+    return result_from_journal(folder)
 
 
 def _number(value: Any) -> bool:

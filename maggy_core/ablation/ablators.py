@@ -58,8 +58,6 @@ class Ablator(Optimizer):
 
     name: ClassVar[str] = "ablator"
     option_names: ClassVar[tuple[str, ...]] = ()
-    #: A resume rebuilds the ablator from the journal's trials (``resume``).
-    journal_state: ClassVar[bool] = False
 
     def __init__(  # not Optimizer's: an ablator has components, not a search space
         self,

@@ -425,7 +425,7 @@ def _load_table(spec: AblationSpec) -> Any:
     import pandas as pd
 
     if spec.dataset_generator is not None:
-        from maggy_core.worker import load_callable
+        from maggy_core.loading import load_callable
 
         table = load_callable(spec.dataset_generator)()
         if not isinstance(table, pd.DataFrame):
@@ -561,44 +561,6 @@ class AblationStudy:
         )
 
 
-def AblationConfig(  # noqa: N802 - MAGGY 1.x's name
-    ablation_study: AblationStudy | AblationSpec | Mapping[str, Any],
-    ablator: str | Mapping[str, Any] = "loco",
-    direction: str = "max",
-    name: str = "ablationStudy",
-    description: str = "",
-    hb_interval: float = 1,
-    **more: Any,
-) -> Any:
-    """MAGGY 1.x's ablation config, returned as an
-    :class:`~maggy_core.spec.ExperimentSpec`.
-
-    Args:
-        ablation_study: The study.
-        ablator: ``"loco"`` or ``{"name": "loco", "repeats": 5}``.
-        direction, name, description, hb_interval: As in the spec.
-        **more: Any other spec field (``workers``, ``seed``, ``optimization_key``, ...).
-
-    Raises:
-        SpecError: Listing every problem.
-    """
-    from maggy_core.spec import ExperimentSpec
-
-    study = AblationSpec.parse(ablation_study)
-    return ExperimentSpec.from_dict(
-        {
-            "ablation": study.to_dict(),
-            "ablator": ablator,
-            "direction": direction,
-            "name": name,
-            "description": description,
-            "hb_interval": hb_interval,
-            **more,
-        },
-        require_train_fn=False,
-    )
-
-
 # ---------------------------------------------------------------- checks in the driver
 
 
@@ -714,7 +676,7 @@ class TrialContext:
         """A fresh model: the custom one, the base one without the ablated layers,
         or the base one; ``None`` without a base model. ``kwargs`` go to the
         generator (e.g. ``input_dim`` after a feature was left out)."""
-        from maggy_core.worker import load_callable
+        from maggy_core.loading import load_callable
 
         present = [c for c in components if c is not None]
         custom = [c for c in present if c.kind == "custom_model"]

@@ -18,7 +18,6 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from maggy_core.exceptions import SpecError
 from maggy_core.optimizers._base import DONE, Decision, Optimizer, Suggestion
 from maggy_core.searchspace import Searchspace
 from maggy_core.trial import FrozenTrial, TrialStatus
@@ -46,9 +45,8 @@ class ASHA(Optimizer):
     starts its configurations at rung ``b``, so some run long from the start:
     Hyperband's hedge against a small budget that ranks badly.
 
-    The state grows with the trials (the rungs), so it is not journaled on each
-    transition (``journal_state = False``): a resumed run rebuilds the rungs from
-    the trials' ``info`` (bracket, rung, configuration) and metrics.
+    A resumed run rebuilds the rungs from the trials' ``info`` (bracket, rung,
+    configuration) and metrics (:meth:`resume`).
 
     Options:
         resource_min: Budget of the lowest rung (> 0, default 1).
@@ -59,7 +57,6 @@ class ASHA(Optimizer):
 
     name = "asha"
     option_names = ("resource_min", "resource_max", "reduction_factor", "brackets")
-    journal_state = False
 
     def __init__(
         self,
@@ -203,35 +200,6 @@ class ASHA(Optimizer):
             self.history.append([bracket, rung, config, None, False])
             if trial.status.is_terminal:
                 self.observe(trial)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "optimizer": self.name,
-            "seed": self._seed,
-            "count": self.count,
-            "configs": self.configs,
-            "trials": self.history,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        try:
-            self._seed = int(state["seed"])
-            configs = [dict(c) for c in state["configs"]]
-            trials = []
-            for bracket, rung, config, signed, ended in state["trials"]:
-                metric = None if signed is None else self.sign * float(signed)
-                if not ended:
-                    status = TrialStatus.PENDING
-                else:
-                    status = TrialStatus.FAILED if metric is None else TrialStatus.FINISHED
-                info = {"bracket": bracket, "rung": rung, "config": config}
-                trials.append(FrozenTrial("", configs[config], status, metric, info=info))
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            raise SpecError.one("optimizer_state", f"is malformed: {err!r}") from None
-        self.resume(trials)
-        self.configs = configs  # keeps configs whose trials were never suggested again
-        self.count = int(state["count"])
 
 
 class Hyperband(ASHA):

@@ -65,17 +65,11 @@ class Optimizer(ABC):
           no more to make); the coordinator itself waits for running trials.
         - :meth:`observe` is called once per trial when it reaches a terminal state
           (finished, early stopped, failed).
-        - :meth:`state_dict` is JSON-able and enough to continue the same search
-          after :meth:`load_state_dict` on a fresh instance built with the same
-          arguments.
-        - Resume after a crash: when ``journal_state`` is true (the default), the
-          coordinator writes :meth:`state_dict` into the journal on every
-          transition and a resumed run calls :meth:`load_state_dict` with the last
-          one. That suits a state of constant size (random, grid search). An
-          optimiser whose state grows with the trials (ASHA's rungs, a model's
-          observations) sets ``journal_state = False`` and implements
-          :meth:`resume`, which rebuilds it from the trials in the journal, so
-          each transition costs O(1) instead of O(trials).
+        - Resume after a crash has one path: a fresh instance, built with the
+          same arguments (the seed included: the runner fixes one per
+          experiment), gets :meth:`resume` with the journal's trials, and rebuilds
+          its state from them. Nothing of the optimiser is journaled, so a
+          transition costs O(1) however large its state grows.
 
     Subclasses set ``name`` (lower case, used in specs) and ``option_names`` (the
     keyword options their constructor takes).
@@ -93,7 +87,6 @@ class Optimizer(ABC):
 
     name: ClassVar[str]
     option_names: ClassVar[tuple[str, ...]] = ()
-    journal_state: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -153,21 +146,8 @@ class Optimizer(ABC):
                 for a failed trial. Must not be kept beyond what the optimiser needs.
         """
 
-    def state_dict(self) -> dict[str, Any]:
-        """The optimiser's state as JSON-able data. The default suits a stateless one."""
-        return {"optimizer": self.name}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from :meth:`state_dict`'s output.
-
-        Raises:
-            SpecError: If ``state`` was not made by an optimiser of this kind.
-        """
-        if not isinstance(state, Mapping) or state.get("optimizer") != self.name:
-            raise SpecError.one("optimizer_state", f"is not the state of a {self.name} optimiser")
-
     def resume(self, trials: Sequence[FrozenTrial]) -> None:
-        """Rebuild the search from an earlier run's trials (``journal_state = False``).
+        """Rebuild the search from an earlier run's trials.
 
         Called once on a fresh instance, before any other call, with every trial
         the earlier run suggested, in the order it suggested them (trial ids
@@ -177,7 +157,12 @@ class Optimizer(ABC):
         called for them later, as for any trial. Afterwards the optimiser must
         behave as if it had made those suggestions and seen those results.
 
-        Raises:
-            NotImplementedError: If the optimiser journals its state instead.
+        The default replays the run: one :meth:`suggest` per trial and an
+        :meth:`observe` of each terminal one, in order. That is exact for an
+        optimiser whose suggestions follow from its arguments and what it
+        observed (random and grid search, a fixed plan); others override it.
         """
-        raise NotImplementedError(f"{type(self).__name__} resumes from its journaled state")
+        for trial in trials:
+            self.suggest()
+            if trial.status.is_terminal:
+                self.observe(trial)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from maggy_core.exceptions import SpecError
 from maggy_core.optimizers._base import DONE, Decision, Optimizer, Suggestion
 from maggy_core.searchspace import Searchspace
 from maggy_core.trial import FrozenTrial
@@ -71,12 +70,6 @@ class GridSearch(Optimizer):
     def observe(self, trial: FrozenTrial) -> None:
         """Grid search learns nothing from results."""
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.name, "index": self._index}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        index = state.get("index")
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise SpecError.one("optimizer_state.index", f"must be an integer >= 0, got {index!r}")
-        self._index = index
+    def resume(self, trials: Sequence[FrozenTrial]) -> None:
+        """The next point follows from how many were suggested."""
+        self._index = min(len(trials), self._total)

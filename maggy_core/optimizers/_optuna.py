@@ -32,8 +32,8 @@ How the search maps onto Optuna:
   number)`` (QMC keeps the seed itself: it indexes one low-discrepancy sequence),
   and what samplers store in the study (CMA-ES's optimiser, QMC's counter) is
   copied into the suggestion's ``info``. A suggestion therefore depends only on
-  the seed and the trials in the study, which is what makes :meth:`resume` and
-  :meth:`load_state_dict` continue exactly as an uninterrupted search would.
+  the seed and the trials in the study, which is what makes :meth:`resume` continue
+  exactly as an uninterrupted search would.
 """
 
 from __future__ import annotations
@@ -325,14 +325,12 @@ class _OptunaSearch(Optimizer):
           number) plus what the sampler stored with the trial; :meth:`observe`
           finds the trial by it (or by trial id or params for trials rebuilt by
           :meth:`resume`).
-        - ``journal_state`` is false: the state holds every trial. :meth:`resume`
-          rebuilds the study from the journal's trials; :meth:`state_dict` /
-          :meth:`load_state_dict` save and restore it as JSON.
+        - :meth:`resume` rebuilds the study from the journal's trials (its only
+          persistence: the state holds every trial, so nothing is journaled).
         - With the same space, seed and options, the same observations in the same
           order give the same suggestions, in one process or across a resume.
     """
 
-    journal_state = False
     #: The class in ``optuna.samplers``; ``None``: the option ``sampler`` names it.
     sampler_class: ClassVar[str | None] = None
 
@@ -685,42 +683,6 @@ class _OptunaSearch(Optimizer):
             trial_id=trial.trial_id,
         )
         self._rebuild([*self._records, record])
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{"optimizer", "sampler", "seed", "count", "trials": [...]}``, JSON-able.
-
-        ``trials`` lists every trial of the study in order: ``trial_id`` (once
-        observed), ``params``, ``state`` (running, complete, pruned, fail),
-        ``value``, ``history`` (the intermediate values of a pruned trial) and
-        ``info`` (the suggestion's info).
-        """
-        return {
-            "optimizer": self.name,
-            "sampler": self._sampler_name,
-            "seed": self._seed,
-            "count": self._count,
-            "trials": [r.to_json() for r in self._records],
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Rebuild the study from :meth:`state_dict`'s output.
-
-        Raises:
-            SpecError: Under ``optimizer_state`` if ``state`` is not such output for
-                this optimiser, sampler and space.
-        """
-        super().load_state_dict(state)
-        if state.get("sampler", self._sampler_name) != self._sampler_name:
-            raise SpecError.one(
-                "optimizer_state", f"was made with sampler {state.get('sampler')!r}"
-            )
-        try:
-            records = [_Record.from_json(r) for r in state["trials"]]
-            seed, count = int(state["seed"]), int(state["count"])
-            self._rebuild(records)
-        except (KeyError, TypeError, ValueError) as err:
-            raise SpecError.one("optimizer_state", f"is malformed: {err!r}") from None
-        self._seed, self._count = seed, count
 
     def resume(self, trials: Sequence[FrozenTrial]) -> None:
         """Rebuild the study from an earlier run's trials, in suggestion order.

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from maggy_core.exceptions import SpecError
 from maggy_core.optimizers._base import DONE, Decision, Optimizer, Suggestion
 from maggy_core.searchspace import Searchspace
 from maggy_core.trial import FrozenTrial
@@ -25,13 +24,12 @@ class RandomSearch(Optimizer):
 
     When the space is finite (no DOUBLE without step), a point already suggested is
     redrawn (up to 100 times) until the space is exhausted, so small spaces are not
-    sampled twice needlessly. The state holds the random generator's state, so a
-    resumed search continues the very same sequence. It takes no options.
+    sampled twice needlessly. It takes no options.
 
     The i-th suggestion draws from a generator seeded with ``(seed, i)``, so the
-    state is the seed and a count (plus the points seen, in a finite space): the
-    coordinator journals it on every transition, and a state that grew with the
-    number of trials would make each trial cost more than the last.
+    state is the seed and a count (plus the points seen, in a finite space), and a
+    resume rebuilds it from the trials: the same seed continues the very same
+    sequence.
     """
 
     name = "randomsearch"
@@ -73,19 +71,8 @@ class RandomSearch(Optimizer):
     def observe(self, trial: FrozenTrial) -> None:
         """Random search learns nothing from results."""
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "optimizer": self.name,
-            "seed": self._seed,
-            "count": self._count,
-            "seen": sorted(self._seen),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        try:
-            self._seed = int(state["seed"])
-            self._count = int(state["count"])
-            self._seen = set(state["seen"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise SpecError.one("optimizer_state", f"is malformed: {err!r}") from None
+    def resume(self, trials: Sequence[FrozenTrial]) -> None:
+        """The count and the points seen follow from the trials (no redraws)."""
+        self._count = len(trials)
+        if self._size is not None:
+            self._seen = {_key(t.params) for t in trials}

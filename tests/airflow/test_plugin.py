@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from maggy_core.coordinator import Coordinator, _Trial
+from maggy_core.coordinator import Coordinator
+from maggy_core.records import TrialRecord
 from maggy_core.results import ResultStore
 from maggy_core.spec import ExperimentSpec
 from maggy_core.trial import TrialStatus
@@ -150,11 +151,11 @@ def make_trial(
     attempts: int = 1,
     error: str | None = None,
     traceback: str | None = None,
-) -> _Trial:
+) -> TrialRecord:
     """A trial as the coordinator holds it when it has ended."""
-    trial = _Trial(trial_id, params)
+    trial = TrialRecord(trial_id, params)
     trial.status = TrialStatus(status)
-    trial.attempt = attempts
+    trial.attempts = attempts
     trial.worker = "e1-w0.0"
     trial.history = [(int(s), float(v)) for s, v in history]
     trial.metric = metric
@@ -169,7 +170,7 @@ def write_experiment(
     root: Path,
     experiment_id: str,
     spec: ExperimentSpec,
-    trials: list[_Trial],
+    trials: list[TrialRecord],
     *,
     status: str = "finished",
     reason: str = "",
@@ -177,10 +178,7 @@ def write_experiment(
     """The coordinator's result of these trials (not written yet), and its store."""
     store = ResultStore(root, experiment_id)
     coordinator = Coordinator(spec, experiment_id, None, store, None, None)  # type: ignore[arg-type]
-    for trial in trials:
-        coordinator.trials[trial.trial_id] = trial
-        coordinator.counts[trial.status.value] += 1
-        coordinator._update_best(trial)
+    coordinator.table.restore(trials)
     coordinator.status, coordinator.reason = status, reason
     return store, coordinator.result()
 
@@ -556,7 +554,7 @@ def test_a_running_experiment_refreshes_and_shows_live_trials(client, results):
                 "worker": "e1-w0.0",
             }
         )
-    store.append({"type": "trial_ended", "trial_id": "t0000", "trial": ended.to_dict()})
+    store.append({"type": "trial_ended", "trial_id": "t0000", "trial": ended.to_json()})
     store.trial_log("t0001", "epoch 3 <loss>=0.25")
     store.close()
 
@@ -623,7 +621,7 @@ def test_a_result_newer_than_its_journal_is_shown(client, results):
     trial = make_trial("t0000", {"lr": 0.01}, "finished", [(0, 0.5)], metric=0.5)
     store, result = write_experiment(results, "exp-cut", spec, [trial])
     store.append({"type": "experiment", "experiment_id": "exp-cut", "spec": spec.to_dict()})
-    store.append({"type": "trial_ended", "trial_id": "t0000", "trial": trial.to_dict()})
+    store.append({"type": "trial_ended", "trial_id": "t0000", "trial": trial.to_json()})
     store.write_result(result)
     store.close()
     later = time.time() + 60

@@ -9,21 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for  # tests/, on sys.path
 
 from maggy_core.redis_server import PrivateRedis
 from maggy_core.runner import run_experiment
 from maggy_core.spec import ExperimentSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_spark")]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def ended_in(journal: Path) -> int:

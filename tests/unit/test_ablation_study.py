@@ -19,7 +19,6 @@ import ablation_fixtures  # noqa: E402
 
 from maggy_core.ablation.ablators import LOCO, Ablator, get_ablator  # noqa: E402
 from maggy_core.ablation.study import (  # noqa: E402
-    AblationConfig,
     AblationSpec,
     AblationStudy,
     Component,
@@ -29,7 +28,7 @@ from maggy_core.examples import tabular  # noqa: E402
 from maggy_core.exceptions import SpecError  # noqa: E402
 from maggy_core.optimizers import DONE, Suggestion  # noqa: E402
 from maggy_core.runner import _make_optimizer, prepare  # noqa: E402
-from maggy_core.spec import ExperimentSpec, load_spec  # noqa: E402
+from maggy_core.spec import AblationConfig, ExperimentSpec, load_spec  # noqa: E402
 from maggy_core.trial import FrozenTrial, TrialStatus  # noqa: E402
 
 SPEC_YAML = """\

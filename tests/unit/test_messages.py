@@ -94,3 +94,53 @@ def test_channels_pickle_without_a_socket():
     assert copy._client is None and copy.worker == "w0"
     co = CoordinatorChannel("redis://127.0.0.1:1/0", "e")
     assert pickle.loads(pickle.dumps(co))._client is None
+
+
+# --- hostile input --------------------------------------------------------------------
+
+from maggy_core import channel as _ch  # noqa: E402
+
+
+def _metric(**more):
+    return {"v": 1, "type": "metric", "worker": "w", "epoch": 1, "trial": "t0000",
+            "attempt": 1, "seq": 1, "step": 0, "value": 0.5, **more}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "too deep"),  # would be a RecursionError
+        (
+            json.dumps(
+                _metric(extra=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]])
+            ),
+            "too deep",
+        ),
+        (json.dumps(_metric(extra="x" * (_ch.MAX_TEXT + 1))), "too large"),
+        ("x" * (_ch.MAX_MESSAGE + 1), "too large"),
+        (json.dumps(_metric(extra=list(range(_ch.MAX_ITEMS + 1)))), "too large"),
+        (b"\xff\xfe", "not JSON"),
+        (json.dumps(_metric(value="0.5")), "field 'value'"),
+        (json.dumps(_metric(value=True)), "field 'value'"),
+        (json.dumps(_metric(attempt=None)), "field 'attempt'"),
+    ],
+)
+def test_hostile_messages_are_refused_as_malformed(raw, says):
+    with pytest.raises(MessageError, match=says):
+        decode(raw)
+
+
+def test_any_exception_while_decoding_an_entry_is_one_malformed_message():
+    class Evil(dict):
+        def get(self, *_):  # a stream entry whose field access blows up
+            raise KeyError("boom")
+
+    bad = _ch._decode_entry(Evil())
+    assert isinstance(bad, MessageError) and "not readable" in str(bad)
+    assert isinstance(_ch._decode_entry({b"m": 12}), MessageError)
+
+
+def test_clip_keeps_short_text_and_cuts_long_text_below_the_limit():
+    assert _ch.clip("short") == "short"
+    cut = _ch.clip("y" * 100_000)
+    assert len(cut) <= _ch.MAX_TEXT and cut.endswith("characters cut]")

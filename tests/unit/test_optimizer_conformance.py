@@ -129,18 +129,6 @@ def test_the_same_seed_gives_the_same_search(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", names())
-def test_resume_from_saved_state_continues_the_same_search(name: str) -> None:
-    whole, _ = drive(make(name))
-    opt = make(name)
-    head, _ = drive(opt, stop_after=6)
-    state = json.loads(json.dumps(opt.state_dict()))
-    fresh = make(name)
-    fresh.load_state_dict(state)
-    tail, _ = drive(fresh)
-    assert [(s.params, s.budget) for s in head + tail] == [(s.params, s.budget) for s in whole]
-
-
-@pytest.mark.parametrize("name", [n for n in names() if not make(n).journal_state])
 def test_resume_from_the_journal_trials(name: str) -> None:
     """A crash with trials in flight: the ended ones come back with results, the
     others as PENDING (the coordinator runs them again and observes them later)."""

@@ -285,3 +285,62 @@ def test_hyperparameter_opt_config_defaults_and_extras() -> None:
     assert (config.workers, config.seed, config.optimizer.name) == (4, 9, "gridsearch")
     with pytest.raises(SpecError, match="did you mean 'workers'"):
         HyperparameterOptConfig(10, "randomsearch", {"n": ["INTEGER", [1, 4]]}, wrokers=4)
+
+
+def test_a_spec_is_validated_once_per_from_dict(monkeypatch: pytest.MonkeyPatch) -> None:
+    import maggy_core.spec as spec_module
+
+    calls = []
+    real = spec_module._validate
+
+    def counting(values: dict[str, Any]) -> Any:
+        calls.append(1)
+        return real(values)
+
+    monkeypatch.setattr(spec_module, "_validate", counting)
+    spec = ExperimentSpec.from_dict(minimal(es_policy={"name": "percentile", "options": {}}))
+    assert len(calls) == 1
+    assert spec.es_policy == "percentile"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        ("optimizer", {"name": "randomsearch", "options": 3}, "optimizer.options"),
+        ("es_policy", {"options": {}}, "es_policy"),
+        ("es_policy", {"name": "median", "min": 3}, "es_policy"),
+    ],
+)
+def test_one_name_options_parser_names_the_field(field: str, value: Any, where: str) -> None:
+    with pytest.raises(SpecError) as err:
+        ExperimentSpec.from_dict(minimal(**{field: value}))
+    assert where in [f for f, _ in err.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("fields", "where", "says"),
+    [
+        ({"num_trials": 10**12}, "num_trials", "at most 1,000,000"),
+        ({"workers": 10**9}, "workers", "at most 10,000"),
+        ({"hb_interval": 1e-9}, "hb_interval", "at least 0.01"),
+    ],
+)
+def test_counts_above_the_stated_maximum_are_refused(fields: dict, where: str, says: str) -> None:
+    problems = problems_of(minimal(**fields))
+    assert says in problems[where]
+
+
+def test_a_huge_ablation_plan_is_refused_before_it_is_made() -> None:
+    import time
+
+    def refused(components: int, repeats: int) -> str:
+        study = {"components": [f"c{i}" for i in range(components)]}
+        ablator = {"name": "loco", "repeats": repeats}
+        return problems_of({"train_fn": "a:b", "ablation": study, "ablator": ablator})[
+            "ablator.repeats"
+        ]
+
+    t0 = time.perf_counter()
+    assert "at most 10,000" in refused(3, 10**12)
+    assert "plan of 3,609,000 trials; at most 1,000,000" in refused(400, 9_000)
+    assert time.perf_counter() - t0 < 5  # refused, not planned

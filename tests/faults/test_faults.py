@@ -1,0 +1,241 @@
+"""Fault injection on real Spark and Redis: outages, hostile messages, torn journals,
+killed drivers. After each fault the same invariants are checked: the experiment
+ended; every trial is in ``result.json`` exactly once; no trial that had finished
+before the fault ran again; the journal read back says what ``result.json`` says.
+
+Run alone with ``./scripts/test.sh -m faults``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from waiting import wait_for  # tests/, on sys.path
+
+from maggy_core import channel as ch
+from maggy_core.redis_server import PrivateRedis
+from maggy_core.results import read_records, replay
+from maggy_core.runner import run_experiment
+from maggy_core.spec import ExperimentSpec
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
+
+ENDED = {"finished", "failed", "stopped"}
+
+
+def sleep_spec(name: str, num_trials: int = 12, **more: Any) -> ExperimentSpec:
+    return ExperimentSpec.from_dict(
+        {
+            "name": name,
+            "train_fn": "maggy_core.examples.sleep:train",
+            "searchspace": {"seconds": ["DOUBLE", [0.2, 0.5]], "x": ["DOUBLE", [-1, 1]]},
+            "num_trials": num_trials,
+            "workers": 2,
+            "es_policy": "none",
+            "hb_interval": 0.2,
+            "seed": 11,
+            **more,
+        }
+    )
+
+
+def ended_trials(folder: Path) -> set[str]:
+    """Ids of the trials the journal has as ended, so far."""
+    return {r.trial_id for r in read_records(folder) if r.type == "trial_ended"}  # type: ignore[attr-defined]
+
+
+def check_invariants(result: dict[str, Any], folder: Path, before: set[str] = frozenset()) -> None:
+    assert result["status"] in ENDED, result
+    ids = [t["trial_id"] for t in result["trials"]]
+    assert len(ids) == len(set(ids)), "a trial is in result.json twice"
+    on_disk = json.loads((folder / "result.json").read_text())
+    assert [t["trial_id"] for t in on_disk["trials"]] == ids
+    records = read_records(folder)
+    state = replay(records)
+    assert {t.trial_id: (t.status.value, t.metric) for t in state.ordered()} == {
+        t["trial_id"]: (t["status"], t["metric"]) for t in on_disk["trials"]
+    }
+    # A trial that had ended before the fault is never started again after it.
+    last_end = {}
+    for i, r in enumerate(records):
+        if r.type == "trial_ended":
+            last_end.setdefault(r.trial_id, i)  # type: ignore[attr-defined]
+    for i, r in enumerate(records):
+        if r.type == "trial_started" and r.trial_id in before:  # type: ignore[attr-defined]
+            assert i < last_end[r.trial_id], f"{r.trial_id} ran again after it ended"  # type: ignore[attr-defined]
+
+
+def run_in_thread(
+    spec: ExperimentSpec, url: str, results: Path, exp: str
+) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+    thread = threading.Thread(
+        target=lambda: out.update(
+            run_experiment(spec, redis_url=url, results_dir=results, experiment_id=exp)
+        ),
+        daemon=True,
+    )
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.usefixtures("local_spark")
+@pytest.mark.parametrize("seconds", [1.0, 5.0, 15.0])
+def test_redis_down_for_a_while_with_no_persistence(tmp_path, seconds):
+    """Down 1, 5 and 15 s (the worker timeout is 5 s here): no worker is given up for
+    Redis's silence, nothing runs twice, the experiment finishes."""
+    server = PrivateRedis()
+    url = server.start()
+    exp = f"outage-{int(seconds)}"
+    thread, out = run_in_thread(sleep_spec(exp, 16), url, tmp_path, exp)
+    folder = tmp_path / exp
+    try:
+        wait_for(lambda: len(ended_trials(folder)) >= 4, 90, "four trials to end")
+        before = ended_trials(folder)
+        port = server.port
+        server.stop()
+        time.sleep(seconds)
+        server = PrivateRedis(port=port)
+        server.start()
+        thread.join(240)
+        assert not thread.is_alive(), "the experiment did not end after the outage"
+    finally:
+        server.stop()
+    assert out["status"] == "finished", out.get("reason")
+    assert out["counts"]["finished"] == 16
+    check_invariants(out, folder, before)
+
+
+@pytest.mark.usefixtures("local_spark")
+def test_hostile_messages_on_every_stream_and_list(tmp_path, redis_url):
+    exp = "hostile"
+    thread, out = run_in_thread(sleep_spec(exp, 10), redis_url, tmp_path, exp)
+    folder = tmp_path / exp
+    client = ch.connect(redis_url)
+    prefix = ch.key_prefix(exp)
+    wait_for(lambda: len(ended_trials(folder)) >= 2, 90, "two trials to end")
+    before = ended_trials(folder)
+    workers = [w.decode() for w in client.zrange(prefix + "workers", 0, -1)]
+    assert workers
+    forged = {"v": 1, "worker": workers[0], "epoch": 1, "seq": 10**9}
+    hostile = [
+        b"\xff not json",
+        "[" * 200_000 + "]" * 200_000,
+        json.dumps({"v": 1, "type": "metric", "pad": "x" * 2_000_000}),
+        json.dumps({**forged, "type": "final", "trial": "t9999", "attempt": 1, "status":
+                    "finished", "metric": 1e9, "metrics": {}, "start": 0, "duration": 0}),
+        json.dumps({**forged, "type": "final", "trial": sorted(before)[0], "attempt": 7,
+                    "status": "finished", "metric": 1e9, "metrics": {}, "start": 0,
+                    "duration": 0}),
+        json.dumps({**forged, "type": "metric", "trial": "t0000", "attempt": "1", "step": 0,
+                    "value": 1}),
+        json.dumps({**forged, "type": "register", "host": 5, "pid": "x"}),
+        json.dumps({"v": 1, "type": "bye", "worker": 3, "epoch": 1, "busy": 0, "trials": 0}),
+        json.dumps({"v": 2, "type": "metric"}),
+        json.dumps(["a", "list"]),
+    ]  # fmt: skip
+    for body in hostile:
+        client.xadd(prefix + "events", {"m": body})
+        client.xadd(prefix + ch.REQUESTS, {"m": body})
+    client.xadd(prefix + "events", {"other": b"field"})
+    for w in workers:
+        client.rpush(prefix + f"assign:{w}", b"garbage", json.dumps({"v": 1, "type": "bye"}))
+    client.hset(prefix + "ctl", "t0009", "not STOP")
+    thread.join(180)
+    assert not thread.is_alive(), "the experiment did not end"
+    assert out["status"] == "finished", out.get("reason")
+    assert out["counts"]["finished"] == 10
+    assert all(t["metric"] != 1e9 for t in out["trials"])  # the forged finals were dropped
+    check_invariants(out, folder, before)
+
+
+@pytest.mark.usefixtures("local_spark")
+def test_keys_expire_even_while_the_experiment_runs(tmp_path, redis_url):
+    exp = "expiry"
+    thread, out = run_in_thread(sleep_spec(exp, 6), redis_url, tmp_path, exp)
+    client = ch.connect(redis_url)
+    prefix = ch.key_prefix(exp)
+    wait_for(lambda: len(ended_trials(tmp_path / exp)) >= 1, 90, "a trial to end")
+    keys = [k.decode() for k in client.smembers(prefix + "keys")] + [prefix + "keys"]
+    ttls = {k: client.ttl(k) for k in keys if client.exists(k)}
+    assert ttls and all(0 < t <= ch.KEY_TTL for t in ttls.values()), ttls
+    thread.join(120)
+    assert out["status"] == "finished"
+
+
+@pytest.mark.usefixtures("local_spark")
+def test_a_torn_journal_tail_is_repaired_and_the_resume_runs_nothing_twice(tmp_path, redis_url):
+    exp = "torn"
+    spec = sleep_spec(exp, 10)
+    thread, out = run_in_thread(spec, redis_url, tmp_path, exp)
+    folder = tmp_path / exp
+    wait_for(lambda: len(ended_trials(folder)) >= 3, 90, "three trials to end")
+    ch.request_experiment_stop(ch.connect(redis_url), exp, "the test")
+    thread.join(120)
+    assert out["status"] == "stopped"
+    before = ended_trials(folder)
+    with (folder / "journal.jsonl").open("a") as fh:  # as if killed mid-line
+        fh.write('{"type":"trial_ended","trial_id":"t00')
+    result = run_experiment(spec, redis_url=redis_url, results_dir=tmp_path, experiment_id=exp)
+    assert result["status"] == "finished", result["reason"]
+    assert sum(result["counts"].values()) == 10
+    # Only trials in flight at the stop may have ended otherwise (told to stop, or cut
+    # off by the end); every one started after the resume finished.
+    first_run = {
+        r.trial_id for r in read_records(folder)[: _second_run(folder)] if r.type == "trial_started"
+    }  # type: ignore[attr-defined]
+    for t in result["trials"]:
+        assert t["status"] == "finished" or t["trial_id"] in first_run, t
+    check_invariants(result, folder, before)
+    # Both runs' records are visible to every reader (nothing hid behind the torn line).
+    assert replay(read_records(folder)).runs == 2
+
+
+def _second_run(folder: Path) -> int:
+    """The index of the second run's ``experiment`` record in the journal."""
+    starts = [i for i, r in enumerate(read_records(folder)) if r.type == "experiment"]
+    return starts[1]
+
+
+def _maggy_run(spec_path: Path, results: Path, url: str, exp: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "maggy_core.cli", "run", str(spec_path), "--redis-url", url,
+         "--results-dir", str(results), "--experiment-id", exp, "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sigkill_of_the_driver_at_a_random_point_then_resume(tmp_path, redis_url, seed):
+    rng = random.Random(seed)
+    exp = f"killed-{seed}"
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(sleep_spec(exp, 8).to_dict()))
+    folder = tmp_path / exp
+    proc = _maggy_run(spec_path, tmp_path, redis_url, exp)
+    try:
+        wait_for(lambda: len(ended_trials(folder)) >= 1, 120, "the first trial to end")
+        time.sleep(rng.uniform(0.0, 1.5))  # a seeded random point of the run
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = ended_trials(folder)
+    again = _maggy_run(spec_path, tmp_path, redis_url, exp)
+    assert again.wait(300) == 0
+    result = json.loads((folder / "result.json").read_text())
+    assert result["status"] == "finished" and result["counts"]["finished"] == 8
+    check_invariants(result, folder, before)
