@@ -1,35 +1,40 @@
 #!/usr/bin/env python
-"""Benchmark of ablation studies: a 10-component, 3-repeat LOCO study on 4 workers.
+"""Benchmark of ablation studies: the same 10-component study with fixed and with
+adaptive repeats, on 4 workers.
 
 Run from the project root::
 
-    .venv/bin/python bench/ablation.py             # full run (about a minute and a half)
-    .venv/bin/python bench/ablation.py --quick     # the CLI run and one in-process study
+    .venv/bin/python bench/ablation.py             # full run (about four minutes)
+    .venv/bin/python bench/ablation.py --quick     # one run of each plan, and the CLI run
     .venv/bin/python bench/ablation.py --only study --json /tmp/ablation.json
 
-The study (``ablation: {components: [c0..c9]}``, ``ablator: {name: loco, repeats: 3}``:
-the base and one trial per component, three times, 33 trials) runs through the engine
-with 4 workers on ``local[4,3]``. Its training function
-(``bench._workloads:ablation_sleep``) sleeps 0.3-1.5 s, fixed by the component left
-out and the repeat, and returns a number.
+The study (``ablation: {components: [c0..c9]}``) leaves out switches whose true
+effects are graded, from clear (0.2) through small (0.01-0.03) to none (three of
+them), and every trial's metric has its own noise (sd 0.01), so small effects need
+many repeats and clear ones few. Its training function (:func:`graded_sleep`)
+sleeps 0.3-1.5 s, fixed by the component left out and the repeat. Two plans of it:
+
+- ``fixed``: ``repeats: 20``, every component and the base 20 times (220 trials);
+- ``adaptive``: ``repeats: {min: 3, max: 20, precision: 0.02}``: every component
+  3 times, then more only for the undecided ones.
 
 Measures:
 
-1. ``wholerun`` -- the study as a user runs it, ``maggy run spec.json`` in a new
-                   process (run first, while nothing else of this benchmark runs): wall
-                   time from the process start to its exit, Spark start-up included
-                   (Python, the JVM, the SparkContext, Spark's Python workers, the
-                   study, the analysis, shutdown), and the figures of its result.
-2. ``study``    -- ``run_experiment`` in this process, ``runs`` times (quick 1, full 3),
-                   in one SparkContext started and warmed up first (not counted), so
-                   the makespan holds the engine's work. Per run: the experiment's wall
-                   time (``makespan``, from the Spark job's start to the result), the
-                   sum of trial times, utilisation = sum / (workers x makespan)
-                   (target >= 0.95; the verdict takes the median of these runs), and
-                   where the idle worker-seconds are.
+1. ``wholerun`` -- the adaptive study as a user runs it, ``maggy run spec.json`` in a
+                   new process (run first, while nothing else of this benchmark
+                   runs): wall time from the process start to its exit, Spark
+                   start-up included.
+2. ``study``    -- ``run_experiment`` in this process for each plan, ``runs`` times
+                   (quick 1, full 2), in one SparkContext started and warmed up first
+                   (not counted). Per run: trials, how many components were found
+                   (significant) and how many of the true effects that is, wrong
+                   findings (a useless component significant), the makespan,
+                   utilisation = sum of trial times / (workers x makespan) (target >=
+                   0.95 with adaptive repeats; the verdict takes the median of the
+                   adaptive runs), and where the idle worker-seconds are.
 
-Also printed: the best utilisation the plan allows in its order (the trials listed
-in order on the first free worker, with no overhead at all), a bound for the engine.
+Also printed, per run: the best utilisation its trials allow in the order they
+started (on the first free worker, with no overhead at all), a bound for the engine.
 The machine has 2 cores and is shared: the output shows the cores other processes
 used during each run. Nothing is asserted.
 """
@@ -60,33 +65,61 @@ from bench._common import fmt, table  # noqa: E402
 WORKERS = 4
 MASTER = f"local[{WORKERS},3]"
 SEED = 12345
-COMPONENTS = [f"c{i}" for i in range(10)]
-REPEATS = 3
+#: The true effect of each component (the metric lost without it).
+EFFECTS = {
+    "c0": 0.2,
+    "c1": 0.1,
+    "c2": 0.05,
+    "c3": 0.03,
+    "c4": 0.02,
+    "c5": 0.015,
+    "c6": 0.01,
+    "c7": 0.0,
+    "c8": 0.0,
+    "c9": 0.0,
+}
+COMPONENTS = list(EFFECTS)
+NOISE = 0.01
+PLANS = {"fixed": 20, "adaptive": {"min": 3, "max": 20, "precision": 0.02}}
 TARGET_UTILISATION = 0.95
 
-SIZES = {"full": {"runs": 3}, "quick": {"runs": 1}}
+SIZES = {"full": {"runs": 2}, "quick": {"runs": 1}}
 MEASURES = ("study", "wholerun")
 
 
-def spec_dict(name: str) -> dict[str, Any]:
+def graded_sleep(
+    ablated: str | None, components: dict[str, bool], seed: int, reporter: Any
+) -> float:
+    """A trial of the benchmark's study: sleeps :func:`bench._workloads.ablation_seconds`
+    and returns 1 less the effects of the switches turned off, plus its own noise
+    (sd :data:`NOISE`, fixed by the component left out and the repeat)."""
+    import random
+
+    seconds = _workloads.ablation_seconds(ablated, seed)
+    time.sleep(seconds)
+    score = 1.0 - sum(EFFECTS[name] for name, on in components.items() if not on)
+    score += random.Random(f"noise/{ablated}/{seed}").gauss(0.0, NOISE)
+    reporter.broadcast(score, step=1)
+    return score
+
+
+def spec_dict(name: str, plan: str) -> dict[str, Any]:
     return {
         "name": name,
-        "train_fn": "bench._workloads:ablation_sleep",
+        "train_fn": "bench.ablation:graded_sleep",
         "ablation": {"components": COMPONENTS},
-        "ablator": {"name": "loco", "repeats": REPEATS},
+        "ablator": {"name": "loco", "repeats": PLANS[plan]},
         "workers": WORKERS,
         "seed": SEED,
     }
 
 
-def planned_seconds() -> list[float]:
-    """Each trial's sleep, in the order the ablator suggests them."""
-    from maggy_core.ablation.ablators import get_ablator
-    from maggy_core.ablation.study import AblationSpec
-
-    plan = AblationSpec.parse({"components": COMPONENTS}).plan()
-    ablator = get_ablator("loco", plan, direction="max", seed=SEED, options={"repeats": REPEATS})
-    return [_workloads.ablation_seconds(p["ablated"], p["seed"]) for p in ablator.plan()]
+def started_seconds(result: dict[str, Any]) -> list[float]:
+    """Each trial's sleep, in the order the trials started."""
+    trials = sorted(result["trials"], key=lambda t: t.get("start") or 0.0)
+    return [
+        _workloads.ablation_seconds(t["params"]["ablated"], t["params"]["seed"]) for t in trials
+    ]
 
 
 def list_schedule(seconds: list[float], workers: int) -> float:
@@ -98,14 +131,24 @@ def list_schedule(seconds: list[float], workers: int) -> float:
 
 
 def figures(result: dict[str, Any], wall: float, other_cores: float, label: str) -> dict[str, Any]:
-    """A run's figures from its result (``result.json``)."""
+    """A run's figures from its result (``result.json``): time, utilisation, decisions."""
     trials = _common.trial_times(result)
     makespan = float(result["makespan"])
     busy = sum(t["duration"] for t in trials)
     span = max(t["start"] + t["duration"] for t in trials) - trials[0]["start"] if trials else 0.0
     analysis = result.get("ablation") or {}
+    entries = analysis.get("components", [])
+    found = {e["component"] for e in entries if e.get("significant")}
+    seconds = started_seconds(result)
+    ideal = list_schedule(seconds, WORKERS) if seconds else 0.0
     return {
         "run": label,
+        "found": len(found),
+        "found_true": len(found & {c for c, v in EFFECTS.items() if v > 0}),
+        "wrong": len(found - {c for c, v in EFFECTS.items() if v > 0}),
+        "repeats": {e["component"]: e.get("repeats") for e in entries},
+        "stopped": {e["component"]: e.get("stopped") for e in entries},
+        "bound_utilisation": sum(seconds) / (WORKERS * ideal) if ideal else None,
         "status": result["status"],
         "reason": result.get("reason"),
         "trials": len(trials),
@@ -134,17 +177,20 @@ def bench_study(runs: int, tmp: Path) -> list[dict[str, Any]]:
     t0 = time.monotonic()
     with spark_context(MASTER, "bench-ablation", None):
         print(f"  SparkContext up in {time.monotonic() - t0:.1f} s (not counted)", flush=True)
-        warm = spec_dict("bench-ablation-warmup")
+        warm = spec_dict("bench-ablation-warmup", "fixed")
         warm["ablation"] = {"components": COMPONENTS[:3]}
         warm["ablator"] = {"name": "loco", "repeats": 1}
+        warm["train_fn"] = "bench._workloads:ablation_sleep"
         warm["train_kwargs"] = {"low": 0.05, "high": 0.1}
         t0 = time.monotonic()
         _common.run_engine(warm, tmp, MASTER)
         print(f"  warm-up study (4 trials, discarded) in {time.monotonic() - t0:.1f} s", flush=True)
-        for i in range(runs):
-            label = f"in-process {i + 1} (warm)"
+        for i, plan in [(i, plan) for i in range(runs) for plan in PLANS]:
+            label = f"{plan} {i + 1} (warm)"
             print(f"  {label}: run_experiment ...", end=" ", flush=True)
-            result = _common.run_engine(spec_dict(f"bench-ablation-{i + 1}"), tmp, MASTER)
+            result = _common.run_engine(
+                spec_dict(f"bench-ablation-{plan}-{i + 1}", plan), tmp, MASTER
+            )
             f = figures(result, result["_wall"], result["_other_cores"], label)
             out.append(f)
             print(_one_line(f), flush=True)
@@ -154,7 +200,8 @@ def bench_study(runs: int, tmp: Path) -> list[dict[str, Any]]:
 def bench_wholerun(tmp: Path) -> dict[str, Any] | None:
     """The study through ``maggy run`` in a new process: its wall time from start to exit."""
     spec_path = tmp / "bench-ablation-cli.json"
-    spec_path.write_text(json.dumps(spec_dict("bench-ablation-cli"), indent=2), encoding="utf-8")
+    spec = spec_dict("bench-ablation-cli", "adaptive")
+    spec_path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
     results = tmp / "cli-results"
     maggy = Path(sys.executable).parent / "maggy"
     cmd = [str(maggy), "run", str(spec_path), "--master", MASTER, "--results-dir", str(results)]
@@ -172,7 +219,7 @@ def bench_wholerun(tmp: Path) -> dict[str, Any] | None:
         print(f"  !! maggy run failed (exit code {proc.returncode}):\n    {tail}")
         return None
     result = json.loads(found[0].read_text(encoding="utf-8"))
-    f = figures(result, wall, other, "maggy run (process)")
+    f = figures(result, wall, other, "adaptive, maggy run (process)")
     f["exit_code"] = proc.returncode
     print(f"    {_one_line(f)}", flush=True)
     return f
@@ -180,7 +227,9 @@ def bench_wholerun(tmp: Path) -> dict[str, Any] | None:
 
 def _one_line(f: dict[str, Any]) -> str:
     return (
-        f"status {f['status']}, {f['trials_ok']}/{f['trials']} trials finished, makespan "
+        f"status {f['status']}, {f['trials_ok']}/{f['trials']} trials finished, found "
+        f"{f['found_true']} of {sum(1 for v in EFFECTS.values() if v > 0)} effects "
+        f"({f['wrong']} wrong), makespan "
         f"{f['makespan_s']:.2f} s, sum {f['sum_trials_s']:.2f} s, util "
         f"{fmt(f['utilisation'], '.3f')}, wall {f['wall_s']:.2f} s, others used "
         f"{fmt(f['other_cores'])} cores"
@@ -189,11 +238,15 @@ def _one_line(f: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="one in-process run: a smoke run")
+    p.add_argument(
+        "--quick", action="store_true", help="one in-process run of each plan: a smoke run"
+    )
     p.add_argument(
         "--only", choices=MEASURES, action="append", help="run only this measure (repeatable)"
     )
-    p.add_argument("--runs", type=int, metavar="N", help="in-process runs (default 3; --quick 1)")
+    p.add_argument(
+        "--runs", type=int, metavar="N", help="in-process runs of each plan (default 2; --quick 1)"
+    )
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (results)")
     args = p.parse_args(argv)
@@ -206,17 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     names = [m for m in MEASURES if not args.only or m in args.only]
 
     _common.header("maggy ablation benchmark", mode, sizes)
-    seconds = planned_seconds()
-    ideal = list_schedule(seconds, WORKERS)
-    bound = sum(seconds) / (WORKERS * ideal)
     print(
-        f"LOCO study: {len(COMPONENTS)} components x {REPEATS} repeats + base = {len(seconds)} "
-        f"trials of {min(seconds):.2f}-{max(seconds):.2f} s (sum {sum(seconds):.2f} s), "
-        f"{WORKERS} workers on {MASTER}"
-    )
-    print(
-        f"the plan in its order on the first free worker, no overhead: makespan {ideal:.2f} s, "
-        f"utilisation {bound:.3f} (the best the engine can do with this order)"
+        f"LOCO study of {len(COMPONENTS)} components (true effects "
+        f"{', '.join(f'{v:g}' for v in EFFECTS.values())}; noise sd {NOISE:g} per trial), "
+        f"trials of 0.30-1.50 s, {WORKERS} workers on {MASTER}; plans: "
+        + "; ".join(f"{k} repeats {v}" for k, v in PLANS.items())
     )
 
     tmp = Path(tempfile.mkdtemp(prefix="maggy-bench-ablation-"))
@@ -249,17 +296,19 @@ def main(argv: list[str] | None = None) -> int:
     failed = failed or any(f["status"] != "finished" or f["analysis_error"] for f in runs)
 
     print(f"\n=== runs ({mode}; makespan: from the Spark job's start to the result)")
+    true_effects = sum(1 for v in EFFECTS.values() if v > 0)
     rows = [
         [
             f["run"],
             f"{f['trials_ok']}/{f['trials']}",
+            f"{f['found_true']}/{true_effects}",
+            f["wrong"],
             fmt(f["makespan_s"]),
-            fmt(f["sum_trials_s"]),
             fmt(f["utilisation"], ".3f"),
-            fmt(f["utilisation_span"], ".3f"),
+            fmt(f["bound_utilisation"], ".3f"),
             "/".join(f"{f['idle_s'][k]:.2f}" for k in ("head", "between", "tail")),
             fmt(f["wall_s"]),
-            f["analysis_error"] or f"{f['analysis_components']} components",
+            f["analysis_error"] or "ok",
             fmt(f["other_cores"]),
         ]
         for f in runs
@@ -267,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     headers = [
         "run",
         "trials ok",
+        "effects found",
+        "wrong",
         "makespan s",
-        "sum of trials s",
         "util",
-        "util (span)",
+        "bound",
         "idle head/between/tail w-s",
         "wall s",
         "analysis",
@@ -278,62 +328,65 @@ def main(argv: list[str] | None = None) -> int:
     ]
     table(headers, rows)
     print(
-        f"  util = sum of trial times / ({WORKERS} workers x makespan); util (span): over the "
-        "first trial start -> last trial end instead; idle worker-seconds within the makespan: "
-        "before each worker's first trial, between its trials, after its last.\n"
-        "  wall: for `maggy run`, the process from start to exit (Python, JVM, SparkContext, "
-        "Python workers, study, analysis, shutdown); in-process, the run_experiment call in a "
-        "SparkContext already up."
+        f"  util = sum of trial times / ({WORKERS} workers x makespan); bound: the same trials "
+        "in the order they started on the first free worker with no overhead; idle "
+        "worker-seconds within the makespan: before each worker's first trial, between its "
+        "trials, after its last. wrong: useless components found significant."
     )
+    for f in runs:
+        print(
+            f"  {f['run']}: repeats "
+            + ", ".join(f"{c} {f['repeats'].get(c)} ({f['stopped'].get(c)})" for c in COMPONENTS)
+        )
 
-    warm = [f for f in runs if f["run"].startswith("in-process")]
-    cold = next((f for f in runs if f["run"].startswith("maggy run")), None)
-    judged = warm or ([cold] if cold else [])
+    def of(plan: str) -> list[dict[str, Any]]:
+        return [f for f in runs if f["run"].startswith(f"{plan} ") and "maggy run" not in f["run"]]
+
+    adaptive, fixed = of("adaptive"), of("fixed")
+    cold = next((f for f in runs if "maggy run" in f["run"]), None)
+    judged = adaptive or ([cold] if cold else [])
     utils = [f["utilisation"] for f in judged if f["utilisation"] is not None]
     median = statistics.median(utils) if utils else None
+
+    def med(rows: list[dict[str, Any]], key: str) -> float | None:
+        values = [f[key] for f in rows if f[key] is not None]
+        return statistics.median(values) if values else None
+
     summary: dict[str, Any] = {
-        "judged_runs": [f["run"] for f in judged],
-        "utilisation_median": median,
-        "utilisation_min": min(utils) if utils else None,
-        "makespan_median_s": statistics.median(f["makespan_s"] for f in judged) if judged else None,
-        "sum_trials_median_s": statistics.median(f["sum_trials_s"] for f in judged)
-        if judged
-        else None,
+        "utilisation_median_adaptive": median,
+        "utilisation_min_adaptive": min(utils) if utils else None,
+        "utilisation_median_fixed": med(fixed, "utilisation"),
+        "trials_median_adaptive": med(adaptive, "trials"),
+        "trials_median_fixed": med(fixed, "trials"),
+        "found_median_adaptive": med(adaptive, "found_true"),
+        "found_median_fixed": med(fixed, "found_true"),
+        "makespan_median_adaptive_s": med(adaptive, "makespan_s"),
+        "makespan_median_fixed_s": med(fixed, "makespan_s"),
         "wholerun_wall_s": cold["wall_s"] if cold else None,
-        "wholerun_makespan_s": cold["makespan_s"] if cold else None,
-        "wholerun_utilisation": cold["utilisation"] if cold else None,
-        "plan_bound_utilisation": bound,
-        "plan_bound_makespan_s": ideal,
     }
-    print("\n=== ratios")
+    print("\n=== ratios (adaptive / fixed, medians)")
+    for key, what in (
+        ("trials", "trials"),
+        ("found", "effects found"),
+        ("makespan", "makespan"),
+    ):
+        a = summary[f"{key}_median_adaptive" + ("_s" if key == "makespan" else "")]
+        b = summary[f"{key}_median_fixed" + ("_s" if key == "makespan" else "")]
+        print(f"  {what}: adaptive {fmt(a)} / fixed {fmt(b)} = {fmt(_common.ratio(a, b), '.3f')}")
     if median is not None:
-        which = "warm in-process" if warm else "maggy run"
-        mk = summary["makespan_median_s"]
         print(
-            f"  utilisation (median of {len(utils)} {which} run(s)) {median:.3f}: / target "
-            f"{TARGET_UTILISATION:.2f} = {median / TARGET_UTILISATION:.3f}; / the plan's "
-            f"no-overhead bound {bound:.3f} = {median / bound:.3f}"
-        )
-        print(
-            f"  makespan (median) {mk:.2f} s / the plan's no-overhead makespan {ideal:.2f} s = "
-            f"{mk / ideal:.3f}"
-        )
-    if cold is not None:
-        print(
-            f"  whole run (`maggy run`) {cold['wall_s']:.2f} s = makespan "
-            f"{cold['makespan_s']:.2f} s (its Python workers start inside it: util "
-            f"{fmt(cold['utilisation'], '.3f')}) + "
-            f"{cold['outside_s']:.2f} s outside the Spark job = "
-            f"{cold['wall_s'] / ideal:.2f} x the plan's no-overhead makespan"
+            f"  utilisation with adaptive repeats (median of {len(utils)}) {median:.3f} / target "
+            f"{TARGET_UTILISATION:.2f} = {median / TARGET_UTILISATION:.3f}"
         )
     met = None if median is None else median >= TARGET_UTILISATION
     word = {None: "NO FIGURE", True: "MET", False: "NOT MET"}[met]
     text = (
-        f"verdict: {word} -- utilisation {fmt(median, '.3f')} "
-        f"({'warm runs' if warm else 'maggy run'}, median of {len(utils)}, lowest "
-        f"{fmt(summary['utilisation_min'], '.3f')}) against the target >= "
-        f"{TARGET_UTILISATION:.2f}; whole run with Spark start-up "
-        f"{fmt(summary['wholerun_wall_s'], '.1f', 'not run')} s"
+        f"verdict: {word} -- utilisation with adaptive repeats {fmt(median, '.3f')} (median "
+        f"of {len(utils)}) against the target >= {TARGET_UTILISATION:.2f}; adaptive used "
+        f"{fmt(summary['trials_median_adaptive'], '.0f')} trials and found "
+        f"{fmt(summary['found_median_adaptive'], '.0f')}/{true_effects} effects, fixed "
+        f"{fmt(summary['trials_median_fixed'], '.0f')} trials and "
+        f"{fmt(summary['found_median_fixed'], '.0f')}/{true_effects}"
     )
     _common.finish(
         args,
@@ -345,9 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": sizes,
             "workers": WORKERS,
             "master": MASTER,
-            "components": COMPONENTS,
-            "repeats": REPEATS,
-            "planned_seconds": seconds,
+            "effects": EFFECTS,
+            "plans": PLANS,
             "runs": runs,
             "summary": summary,
             "target_utilisation": TARGET_UTILISATION,

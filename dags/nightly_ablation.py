@@ -9,9 +9,13 @@ effects changed since the earlier nights:
 - a layer group of the Keras model: ``dense_2+dense_3``;
 - a generic component: the ``scaling`` switch (feature standardisation).
 
-Each trial is repeated 3 times with paired seeds, so every effect comes with a
-95 % interval and a p-value. The study's history sits beside the results, and a
-component whose effect changed significantly is flagged ``changed``.
+Repeats are adaptive (``repeats: {min: 3, max: 8, precision: 0.02}`` within
+``budget: {trials: 31}``): every component runs 3 times with paired seeds, then the
+components whose effect is still open get more, so every effect comes with an
+interval and a p-value that stay valid under this optional stopping (see
+``docs/ablation.md``), and the table says how many repeats each got and why it
+stopped. The study's history sits beside the results, and a component whose
+effect changed significantly is flagged ``changed``.
 
 The DAG param ``signal_only`` simulates a night whose data drifted: every other
 feature column is shuffled, so only the listed columns still carry the signal
@@ -52,7 +56,13 @@ STUDY = {
         "layer_groups": [["dense_2", "dense_3"]],
         "components": ["scaling"],
     },
-    "ablator": {"name": "loco", "repeats": 3},
+    # Clear effects stop after 3 repeats; open ones get up to 8, the one nearest a
+    # decision first, within 31 trials (about a minute for the DAG on two cores).
+    "ablator": {
+        "name": "loco",
+        "repeats": {"min": 3, "max": 8, "precision": 0.02},
+        "budget": {"trials": 31},
+    },
     "direction": "max",
     "optimization_key": "accuracy",
     "seed": 11,
@@ -107,6 +117,7 @@ with DAG(
         for row in table:
             print(
                 f"{row['rank']}. {row['component']:<42} {row['kind']:<12} "
+                f"{row.get('repeats')} repeats ({row.get('stopped')}) "
                 f"delta {f(row['delta'])} [{f(row['ci_low'])}, {f(row['ci_high'])}] "
                 f"p={'-' if row['p_adjusted'] is None else format(row['p_adjusted'], '.3g')}"
                 + ("  significant" if row["significant"] else "")
@@ -116,6 +127,9 @@ with DAG(
             "experiment_id": summary["experiment_id"],
             "significant": [r["component"] for r in table if r["significant"]],
             "changed": [r["component"] for r in table if r.get("changed")],
+            "undecided": [
+                r["component"] for r in table if r.get("stopped") not in ("decided", "precise")
+            ],
         }
         if outlet_events is not None:
             outlet_events[SUMMARY].extra = result

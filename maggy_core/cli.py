@@ -270,7 +270,7 @@ def _ablation_lines(ablation: dict[str, Any], key: str) -> list[str]:
         f"  {'#':>2} {'component':<40} {'kind':<12} {'delta':>8} {'interval':>19} {'p':>7}  notes",
     ]
     for e in ablation["components"]:
-        notes = []
+        notes = [f"{e['repeats']} repeats ({e['stopped']})"] if e.get("stopped") else []
         if e.get("significant"):
             notes.append("significant")
         if e.get("changed"):
@@ -280,6 +280,14 @@ def _ablation_lines(ablation: dict[str, Any], key: str) -> list[str]:
             f"  {e['rank']:>2} {e['component']:<40} {e['kind']:<12} {f(e.get('delta')):>8} "
             f"{interval:>19} {f(e.get('p_adjusted'), '.3g'):>7}  {' '.join(notes)}".rstrip()
         )
+    for i in ablation.get("interactions") or []:
+        interval = f"[{f(i.get('ci_low'))}, {f(i.get('ci_high'))}]"
+        lines.append(
+            f"  interaction {' & '.join(i['pair']):<40} {f(i.get('interaction')):>8} "
+            f"{interval:>19} {f(i.get('p_adjusted'), '.3g'):>7}  {i.get('reading')}"
+        )
+    if ablation.get("undecided"):
+        lines.append(f"  left undecided: {', '.join(ablation['undecided'])}")
     if ablation.get("table"):
         lines.append(f"  table: {ablation['table']}  chart: {ablation.get('chart')}")
     return lines

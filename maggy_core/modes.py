@@ -135,7 +135,13 @@ class StudyMode(Mode):
         if study is None or ablator is None:
             raise SpecError.one("ablation", "a study needs its ablation block and ablator")
         return get_ablator(
-            ablator.name, study.plan(), direction=spec.direction, seed=seed, options=ablator.options
+            ablator.name,
+            study.plan(),
+            direction=spec.direction,
+            seed=seed,
+            options=ablator.options,
+            alpha=study.alpha,
+            confidence=study.confidence,
         )
 
     def describe(self, spec: ExperimentSpec) -> str:

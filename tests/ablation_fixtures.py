@@ -80,6 +80,28 @@ def write_signal_table(path: Path, *, rows: int = 400, seed: int = 0, shuffle_si
     return path
 
 
+#: The columns of :func:`write_graded_table` besides the label, strongest first.
+GRADED = ("strong", "small", "useless")
+
+
+def write_graded_table(path: Path, *, rows: int = 3000, seed: int = 0) -> Path:
+    """Write a table where ``strong`` carries most of the label, ``small`` a little
+    and ``useless`` nothing: ``label = 2 strong + 0.6 small + 0.5 N(0, 1) > 0``.
+
+    With :func:`fit_logistic`, leaving out ``strong`` costs about 0.35 accuracy,
+    ``small`` about 0.035 (paired sd about 0.01 across seeds), ``useless`` nothing.
+    """
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    strong, small, useless = (rng.normal(0.0, 1.0, rows) for _ in range(3))
+    label = (2.0 * strong + 0.6 * small + 0.5 * rng.normal(0.0, 1.0, rows) > 0).astype("int64")
+    frame = pd.DataFrame({"strong": strong, "small": small, "useless": useless, LABEL: label})
+    frame.to_parquet(path, index=False)
+    return path
+
+
 # ---------------------------------------------------------------- models
 
 

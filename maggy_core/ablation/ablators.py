@@ -1,34 +1,50 @@
 """Ablators: which trials an ablation study runs.
 
-An ablator is an optimiser to the coordinator (it suggests trials until DONE),
-so ablation trials are scheduled exactly like HPO trials: asynchronously, no
-trial waits on another. It plans every trial up front; a trial's params are
-``{"ablated": <component or None>, "repeat": r, "seed": s}``.
+An ablator is an optimiser to the coordinator (it suggests trials until DONE), so
+ablation trials are scheduled exactly like HPO trials: asynchronously, no trial
+waits on another. A trial's params are ``{"ablated": <component, [a, b] for a pair,
+or None>, "repeat": r, "seed": s}``.
 
-Seeds: repeat ``r`` of every component uses the same seed as repeat ``r`` of
-the base trial (and a different one from other repeats), so each component's
-effect is a paired comparison with the base.
+Seeds: repeat ``r`` of every component uses the same seed as repeat ``r`` of the
+base trial (and a different one from other repeats), so each component's effect
+is a paired comparison with the base.
+
+Persistence: an ablator keeps nothing but what it suggested and what it observed,
+so a resumed one is rebuilt by :meth:`Ablator.resume` from the journal's trials,
+in order. The study's seed travels in every trial's ``info``, so even a study
+that drew its seed resumes with the same one. Every decision of :class:`LOCO` is
+a function of the results observed so far (not of the order they came in), so a
+resumed study decides as the first run would have.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
+import math
 import random
+import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from maggy_core.ablation.sequential import LookStats, Repeats, sequential_stats
 from maggy_core.ablation.study import Component
 from maggy_core.exceptions import SpecError
-from maggy_core.optimizers import DONE, Decision, Optimizer, Suggestion
-from maggy_core.trial import FrozenTrial
+from maggy_core.optimizers import DONE, WAIT, Decision, Optimizer, Suggestion
+from maggy_core.trial import FrozenTrial, TrialStatus
+
+#: Kinds of components that can be left out together in an interaction pair
+#: (a custom model replaces the whole model, so it does not combine).
+PAIRABLE = ("feature", "layer", "layer_group", "component")
 
 
 class Ablator(Optimizer):
-    """Base class of ablators: a fixed plan of trials, suggested in order.
+    """Base class of ablators: by default a fixed plan of trials, suggested in order.
 
-    Subclasses set ``name`` and ``option_names`` and implement :meth:`plan`. A
-    user's ablator is named in the spec as ``"module:Class"``.
+    Subclasses set ``name`` and ``option_names`` and implement :meth:`plan`; an
+    adaptive one overrides :meth:`suggest`, :meth:`observe` and :meth:`resume`
+    instead. A user's ablator is named in the spec as ``"module:Class"``.
 
     Args:
         components: The study's components, in order.
@@ -76,57 +92,415 @@ class Ablator(Optimizer):
         """The seed of repeat ``repeat``: the same for every component."""
         return random.Random(f"{self.seed}/repeat/{repeat}").randrange(2**31)
 
+    def trial(self, ablated: str | list[str] | None, repeat: int) -> Suggestion:
+        """The suggestion of one trial; the study's seed goes into its ``info``."""
+        params = {"ablated": ablated, "repeat": repeat, "seed": self.repeat_seed(repeat)}
+        return Suggestion(params, info={"study_seed": self.seed})
+
     @abstractmethod
     def plan(self) -> list[dict[str, Any]]:
-        """Every trial's params, in the order to run them."""
+        """Every trial's params, in the order to run them (an upper bound for an
+        adaptive ablator, which sets ``num_trials`` from it)."""
 
     def suggest(self) -> Suggestion | Decision:
         if self._count >= len(self._plan):
             return DONE
         params = self._plan[self._count]
         self._count += 1
-        return Suggestion(dict(params))
+        return Suggestion(dict(params), info={"study_seed": self.seed})
 
     def observe(self, trial: FrozenTrial) -> None:
         """A fixed plan learns nothing from results."""
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.name, "seed": self.seed, "count": self._count}
+    def resume(self, trials: Sequence[FrozenTrial]) -> None:
+        """Continue after the ``trials`` an earlier run suggested (in order): take the
+        study's seed from their ``info`` and skip as much of the plan."""
+        self._take_seed(trials)
+        self._count = min(len(trials), len(self._plan))
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        try:
-            self.seed = int(state["seed"])
-            self._count = int(state["count"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise SpecError.one("optimizer_state", f"is malformed: {err!r}") from None
-        self._plan = self.plan()
+    def _take_seed(self, trials: Sequence[FrozenTrial]) -> None:
+        seeds = {t.info.get("study_seed") for t in trials if "study_seed" in t.info}
+        if len(seeds) > 1:
+            raise SpecError.one("ablator", f"the journal's trials disagree on the seed: {seeds}")
+        if seeds:
+            (seed,) = seeds
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise SpecError.one("ablator", f"the journal's study seed is malformed: {seed!r}")
+            self.seed = seed
+            self._plan = self.plan()
+
+
+def _parse_budget(value: Any) -> tuple[dict[str, float], list[tuple[str, str]]]:
+    if not isinstance(value, Mapping) or len(value) != 1:
+        return {}, [("ablator.budget", f"must be {{trials: N}} or {{seconds: S}}, got {value!r}")]
+    ((key, amount),) = value.items()
+    if key == "trials" and not isinstance(amount, bool) and isinstance(amount, int) and amount >= 1:
+        return {"trials": amount}, []
+    if (
+        key == "seconds"
+        and not isinstance(amount, bool)
+        and isinstance(amount, int | float)
+        and 0 < amount < math.inf
+    ):
+        return {"seconds": float(amount)}, []
+    if key not in ("trials", "seconds"):
+        return {}, [("ablator.budget", f"unknown key {key!r}; allowed: trials, seconds")]
+    what = "an integer >= 1" if key == "trials" else "a positive number"
+    return {}, [(f"ablator.budget.{key}", f"must be {what}, got {amount!r}")]
+
+
+def loco_options(options: Mapping[str, Any]) -> tuple[Repeats, dict[str, float], int]:
+    """LOCO's options, validated: ``(repeats, budget, interactions)``.
+
+    Raises:
+        SpecError: Every problem, under ``ablator.<option>``.
+    """
+    problems: list[tuple[str, str]] = []
+    repeats = Repeats(1, 1)
+    try:
+        repeats = Repeats.parse(options.get("repeats", 1))
+    except SpecError as err:
+        problems += err.problems
+    budget: dict[str, float] = {}
+    if options.get("budget") is not None:
+        budget, found = _parse_budget(options["budget"])
+        problems += found
+    top_k = options.get("interactions", 0)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0 or top_k == 1:
+        problems.append(
+            ("ablator.interactions", f"must be 0 (none) or an integer >= 2, got {top_k!r}")
+        )
+        top_k = 0
+    if top_k and repeats.min < 2:
+        problems.append(("ablator.interactions", "needs at least 2 repeats per pair: repeats >= 2"))
+    if problems:
+        raise SpecError(problems)
+    return repeats, budget, top_k
 
 
 class LOCO(Ablator):
-    """Leave one component out: the base trial plus one trial per component,
-    each ``repeats`` times (``ablator: {name: loco, repeats: 5}``).
+    """Leave one component out: the base trial plus one trial per component.
+
+    Options (``ablator: {name: loco, ...}``):
+
+    - ``repeats``: ``k`` paired repeats of everything, or ``{min, max, precision}``:
+      every component starts with ``min``; then the components still undecided get
+      more, a group at a time up to the looks of the sequential design
+      (:mod:`maggy_core.ablation.sequential`), until each is *decided* (its
+      always-valid p-value is below ``alpha / m`` for ``m`` components), *precise*
+      (its interval's half-width is at most ``precision``) or at ``max``.
+    - ``budget``: ``{trials: N}`` or ``{seconds: S}``: no trial is started past it;
+      since decided components get no more, it is spent where the decision is open.
+      A resumed study counts its trials again, but not the earlier run's seconds.
+    - ``interactions``: ``k``: after every component stopped, the pairs of the
+      ``k`` most helpful pairable ones (not custom models) are left out together,
+      ``min`` paired repeats each.
 
     The plan runs repeat 0 of everything, then repeat 1, and so on, so a study
-    stopped early still has complete pairs.
+    stopped early still has complete pairs. It answers WAIT while its next
+    decision depends on trials still running, and suggests the next group of
+    every open component as soon as its look is complete, without waiting for the
+    others.
+
+    Args:
+        alpha: The study's significance level (``ablation.alpha``).
+        confidence: The level of its intervals (``ablation.confidence``).
     """
 
     name = "loco"
-    option_names = ("repeats",)
+    option_names = ("repeats", "budget", "interactions")
+
+    def __init__(
+        self,
+        components: Sequence[Component],
+        *,
+        direction: str,
+        seed: int | None,
+        alpha: float = 0.05,
+        confidence: float = 0.95,
+        **options: Any,
+    ) -> None:
+        self.repeats, self.budget, self.top_k = loco_options(
+            {k: v for k, v in options.items() if k in self.option_names}
+        )
+        self.alpha, self.confidence = alpha, confidence
+        super().__init__(components, direction=direction, seed=seed, **options)
+        names = [c.name for c in self.components]
+        self._names = names
+        self._sign = 1.0 if direction == "max" else -1.0
+        # (arm -> repeat -> metric or None for an unusable trial); an arm is None
+        # (the base), a component's name, or "a&b" for a pair.
+        self._seen: dict[str | None, dict[int, float | None]] = {}
+        self._scheduled: dict[str | None, int] = {None: 0, **{n: 0 for n in names}}
+        self._queue: list[Suggestion] = []
+        self._in_flight = 0
+        self._suggested = 0
+        self._started: float | None = None
+        self._pairs: list[tuple[str, str]] | None = None
+        self._looks: dict[tuple[str, int], LookStats] = {}
+        self._p_now: dict[str, float] = {}  # each component's p-value at the last status
+        self.num_trials = self._most_trials()
+        self._queue_upto(self.repeats.min)
 
     def check_options(self, options: Mapping[str, Any]) -> list[tuple[str, str]]:
-        repeats = options.get("repeats", 1)
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            return [("ablator.repeats", f"must be an integer >= 1, got {repeats!r}")]
-        return []
+        return []  # validated by loco_options before the base class runs
 
     def plan(self) -> list[dict[str, Any]]:
+        """The most single-component trials the study can run: all of them to ``max``."""
         out = []
-        for r in range(int(self.options.get("repeats", 1))):
+        for r in range(self.repeats.max):
             seed = self.repeat_seed(r)
             for ablated in [None, *(c.name for c in self.components)]:
                 out.append({"ablated": ablated, "repeat": r, "seed": seed})
         return out
+
+    def _most_trials(self) -> int:
+        """``num_trials``: the plan, the pairs' trials, within the trial budget."""
+        pairable = sum(1 for c in self.components if c.kind in PAIRABLE)
+        pairs = math.comb(min(self.top_k, pairable), 2) * self.repeats.min
+        most = len(self._plan) + pairs
+        return min(most, int(self.budget["trials"])) if "trials" in self.budget else most
+
+    # ------------------------------------------------------------ scheduling
+
+    def _queue_upto(self, target: int, names: Sequence[str] | None = None) -> None:
+        """Queue repeats up to ``target`` (exclusive) of ``names`` (default all), with
+        the base's repeat first, repeat-major so pairs complete early."""
+        names = self._names if names is None else names
+        for r in range(target):
+            wanted = [n for n in names if self._scheduled[n] <= r]
+            if not wanted:
+                continue
+            if self._scheduled[None] <= r:
+                self._push(None, r)
+            for n in wanted:
+                self._push(n, r)
+
+    def _push(self, arm: str | None, r: int) -> None:
+        self._scheduled[arm] = max(self._scheduled.get(arm, 0), r + 1)
+        ablated = list(arm.split("&")) if arm is not None and "&" in arm else arm
+        self._queue.append(self.trial(ablated, r))
+
+    def _out_of_budget(self) -> bool:
+        if "trials" in self.budget and self._suggested >= self.budget["trials"]:
+            return True
+        seconds = self.budget.get("seconds")
+        return (
+            seconds is not None
+            and self._started is not None
+            and time.monotonic() - self._started >= seconds
+        )
+
+    def suggest(self) -> Suggestion | Decision:
+        if self._started is None:
+            self._started = time.monotonic()
+        if self._out_of_budget():
+            return DONE
+        if not self._queue:
+            if not self.repeats.adaptive and not self.top_k:
+                return DONE  # a fixed plan, all suggested: nothing is left to decide
+            self._plan_more()
+        if self._queue:
+            self._suggested += 1
+            self._in_flight += 1
+            return self._queue.pop(0)
+        return WAIT if self._in_flight else DONE
+
+    def _plan_more(self) -> None:
+        """Queue what every open component's latest look asks for, the one nearest a
+        decision (smallest p-value) first, so that a budget goes first where it is
+        most likely to settle something; or the interaction pairs once every
+        component has stopped.
+
+        A component whose latest complete look left it open is scheduled through its
+        next look, and, unless that look will probably settle it, through the look
+        after: one group runs ahead while the next look completes, so workers do not
+        idle at each look, and a component about to be decided gets no repeats it
+        will not need. The target is a function of the component's own results
+        only, so the plan is the same whatever order trials end in (and after a
+        resume).
+        """
+        status = self.status()
+        looks = self.repeats.looks()
+        order = sorted(self._names, key=lambda n: (self._p_now.get(n, 1.0), self._names.index(n)))
+        for name in order:
+            if status[name] != "open":
+                continue
+            pairs = self._pairs_of(name)
+            reached = [k for k, n in enumerate(looks) if n <= len(pairs)]
+            if not reached:
+                target = looks[0]
+            else:
+                ahead = 1 if self._settles_next(name, pairs, reached[-1]) else 2
+                target = looks[min(reached[-1] + ahead, len(looks) - 1)]
+            lost = self._lost(name)  # repeats that ended without a usable pair
+            self._queue_upto(min(self.repeats.max, target + lost), [name])
+        if self._queue or any(s == "open" for s in status.values()) or self._pairs is not None:
+            return
+        if self.top_k and not self._in_flight:
+            self._pairs = self._choose_pairs()
+            for r in range(self.repeats.min):
+                for a, b in self._pairs:
+                    self._push(f"{a}&{b}", r)
+
+    def _settles_next(self, name: str, pairs: list[float], k: int) -> bool:
+        """Whether the next look would decide the component (or find it precise) if
+        its mean and spread stayed what look ``k`` saw: the interval it would have
+        there, at the decision's level, excludes zero (or is narrow enough)."""
+        looks, weights = self.repeats.looks(), self.repeats.weights()
+        if k + 1 >= len(looks):
+            return True
+        s = self._look(name, pairs, looks[k])
+        if s.mean is None or s.std is None:
+            return False
+        from scipy import stats  # lazy: scipy is slow to import
+
+        n = looks[k + 1]
+        m = max(1, len(self._names))
+        sem = s.std / math.sqrt(n)
+        decide = float(stats.t.ppf(1 - self.alpha * weights[k + 1] / (2 * m), n - 1)) * sem
+        if abs(s.mean) > decide:
+            return True
+        if self.repeats.precision is None:
+            return False
+        level = (1 - self.confidence) * weights[k + 1] / 2
+        return float(stats.t.ppf(1 - level, n - 1)) * sem <= self.repeats.precision
+
+    def _lost(self, name: str) -> int:
+        """Repeats of the component that ended without a usable pair (a failed trial,
+        its own or the base's)."""
+        seen, base = self._seen.get(name, {}), self._seen.get(None, {})
+        return sum(
+            1
+            for r in range(self._scheduled[name])
+            if r in seen and r in base and (seen[r] is None or base[r] is None)
+        )
+
+    def _look_complete(self, name: str) -> bool:
+        """Whether every scheduled repeat of the component, and of the base, ended."""
+        seen, base = self._seen.get(name, {}), self._seen.get(None, {})
+        return all(r in seen and r in base for r in range(self._scheduled[name]))
+
+    def _choose_pairs(self) -> list[tuple[str, str]]:
+        stats = {
+            n: sequential_stats(self._pairs_of(n), self.repeats, self.confidence)
+            for n in self._names
+        }
+        kinds = {c.name: c.kind for c in self.components}
+        ranked = sorted(
+            (n for n in self._names if kinds[n] in PAIRABLE and stats[n].mean is not None),
+            key=lambda n: -(stats[n].mean or 0.0),
+        )
+        return list(itertools.combinations(ranked[: self.top_k], 2))
+
+    # ------------------------------------------------------------ results
+
+    def observe(self, trial: FrozenTrial) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
+        self._record(trial)
+
+    def _record(self, trial: FrozenTrial) -> None:
+        ablated = trial.params.get("ablated")
+        arm = "&".join(ablated) if isinstance(ablated, list) else ablated
+        metric = trial.metric
+        usable = (
+            trial.status is TrialStatus.FINISHED
+            and isinstance(metric, int | float)
+            and not isinstance(metric, bool)
+            and math.isfinite(metric)
+        )
+        self._seen.setdefault(arm, {})[int(trial.params.get("repeat", 0))] = (
+            float(metric) if usable and metric is not None else None
+        )
+
+    def _pairs_of(self, name: str) -> list[float]:
+        """The component's paired differences in repeat order, up to the first repeat
+        that has not ended (a later one that ended first waits its turn, so the
+        looks see the same pairs whatever order trials end in)."""
+        seen, base = self._seen.get(name, {}), self._seen.get(None, {})
+        out = []
+        for r in range(self._scheduled[name]):
+            if r not in seen or r not in base:
+                break
+            a, b = base[r], seen[r]
+            if a is not None and b is not None:
+                out.append(self._sign * (a - b))
+        return out
+
+    def status(self) -> dict[str, str]:
+        """Each component's state now: ``open``, ``decided``, ``precise`` or ``max``.
+
+        A function of the component's own results observed so far, judged at its
+        latest complete look (fewer pairs than ``min``: open). *Decided* is its
+        always-valid p-value below ``alpha / m`` (Bonferroni over the ``m``
+        components): unlike Holm's step-down it does not depend on how far the other
+        components have got, so decisions do not depend on the order trials end in;
+        and since Holm's adjusted p-value is never above Bonferroni's, a component
+        decided here is significant in the final (Holm) analysis too.
+        """
+        looks = self.repeats.looks()
+        m = max(1, len(self._names))
+        out = {}
+        for name in self._names:
+            pairs = self._pairs_of(name)
+            reached = [n for n in looks if n <= len(pairs)]
+            s = self._look(name, pairs, reached[-1]) if reached else None
+            p_value = 1.0 if s is None or s.p_value is None else s.p_value
+            self._p_now[name] = p_value
+            if s is None:
+                out[name] = "open"
+            elif p_value * m < self.alpha:
+                out[name] = "decided"
+            elif (
+                self.repeats.precision is not None
+                and s.half_width is not None
+                and s.half_width <= self.repeats.precision
+            ):
+                out[name] = "precise"
+            elif s.n >= self.repeats.max or (
+                self._scheduled[name] >= self.repeats.max and self._look_complete(name)
+            ):
+                out[name] = "max"
+            else:
+                out[name] = "open"
+        return out
+
+    def _look(self, name: str, pairs: list[float], n: int) -> LookStats:
+        """The statistics of the component's look at ``n`` pairs (fixed once reached:
+        the first ``n`` pairs in repeat order never change), cached."""
+        key = (name, n)
+        if key not in self._looks:
+            self._looks[key] = sequential_stats(pairs[:n], self.repeats, self.confidence)
+        return self._looks[key]
+
+    def resume(self, trials: Sequence[FrozenTrial]) -> None:
+        """Rebuild from an earlier run's trials: what was suggested, and the results
+        of those that ended (pending ones are observed later, as they end again)."""
+        self._take_seed(trials)
+        self._queue = []
+        self._scheduled = {None: 0, **{n: 0 for n in self._names}}
+        for t in trials:
+            ablated = t.params.get("ablated")
+            arm = "&".join(ablated) if isinstance(ablated, list) else ablated
+            r = int(t.params.get("repeat", 0))
+            self._scheduled[arm] = max(self._scheduled.get(arm, 0), r + 1)
+            if isinstance(ablated, list):
+                self._pairs = self._pairs or []
+                pair = (str(ablated[0]), str(ablated[1]))
+                if pair not in self._pairs:
+                    self._pairs.append(pair)
+            if t.status.is_terminal:
+                self._record(t)
+            else:
+                self._in_flight += 1
+        self._suggested = len(trials)
+        # Trials of the first pass that the earlier run had not suggested yet.
+        self._queue_upto(self.repeats.min)
+        if self._pairs is not None:
+            for r in range(self.repeats.min):
+                for a, b in self._pairs:
+                    if self._scheduled.get(f"{a}&{b}", 0) <= r:
+                        self._push(f"{a}&{b}", r)
 
 
 _ABLATORS: dict[str, type[Ablator]] = {"loco": LOCO}
@@ -139,8 +513,13 @@ def get_ablator(
     direction: str,
     seed: int | None,
     options: Mapping[str, Any] | None = None,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
 ) -> Ablator:
     """Build the ablator registered as ``name`` or imported from ``"module:Class"``.
+
+    ``alpha`` and ``confidence`` (the study's) go to ablators that decide as they
+    go (:class:`LOCO`).
 
     Raises:
         SpecError: Under ``ablator`` for an unknown name or a class that is not an
@@ -164,4 +543,5 @@ def get_ablator(
             "ablator",
             f"unknown ablator {name!r}; allowed: {', '.join(_ABLATORS)} or 'module:Class'",
         )
-    return cls(components, direction=direction, seed=seed, **dict(options or {}))
+    extra = {"alpha": alpha, "confidence": confidence} if issubclass(cls, LOCO) else {}
+    return cls(components, direction=direction, seed=seed, **extra, **dict(options or {}))

@@ -35,21 +35,30 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from maggy_core.ablation.sequential import Repeats, holm_adjust, paired_t, sequential_stats
 from maggy_core.exceptions import SpecError
 
 __all__ = [
+    "SEQUENTIAL_TEST_NAME",
+    "STOP_REASONS",
     "TEST_NAME",
     "AblationHistory",
     "Observation",
     "analyse",
     "compare_with_history",
     "holm_adjust",
+    "interactions",
     "welch_p_value",
     "write_chart_svg",
     "write_table_csv",
 ]
 
 TEST_NAME = "paired t-test (two-sided), Holm-adjusted"
+SEQUENTIAL_TEST_NAME = (
+    "group-sequential paired t-test, linear alpha spending (always-valid), Holm-adjusted"
+)
+#: Why a component got no more repeats (``stopped`` in the analysis).
+STOP_REASONS = ("decided", "precise", "max", "budget", "stopped")
 DIRECTIONS = ("max", "min")
 CSV_COLUMNS = (
     "rank",
@@ -65,6 +74,8 @@ CSV_COLUMNS = (
     "significant",
     "changed",
     "previous_delta",
+    "repeats",
+    "stopped",
 )
 
 
@@ -73,7 +84,8 @@ class Observation:
     """The outcome of one trial of an ablation study.
 
     Attributes:
-        ablated: The component left out; ``None`` for the base trial.
+        ablated: The component left out; two of them (a tuple) in the interaction
+            pass; ``None`` for the base trial.
         repeat: Index of the repeat, ``0..k-1``; repeat ``r`` of every trial shares a seed.
         metric: The trial's final metric; ``None`` when the trial failed.
         status: ``"finished"``, ``"early_stopped"`` or ``"failed"`` (only ``"finished"``
@@ -81,7 +93,7 @@ class Observation:
         trial_id: The trial's id, for reference only.
     """
 
-    ablated: str | None
+    ablated: str | tuple[str, ...] | None
     repeat: int
     metric: float | None
     status: str
@@ -91,79 +103,15 @@ class Observation:
 # --------------------------------------------------------------------------- statistics
 
 
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values)
-
-
-def _all_equal(values: Sequence[float]) -> bool:
-    return all(v == values[0] for v in values)
-
-
 def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (``ddof=1``).
-
-    The mean is ``None`` for no values, the std is ``None`` for fewer than two. Equal
-    values have a std of exactly 0.0 and a mean equal to the value (no rounding noise).
-    """
-    if not values:
-        return None, None
-    if _all_equal(values):
-        return float(values[0]), (0.0 if len(values) > 1 else None)
-    mean = _mean(values)
-    if len(values) < 2:
-        return mean, None
-    var = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var)
-
-
-def _paired_stats(
-    deltas: Sequence[float], confidence: float
-) -> tuple[float | None, float | None, float | None, float | None, float | None]:
-    """``(mean, std, ci_low, ci_high, p_value)`` of a one-sample t-test of ``deltas`` vs 0.
-
-    ``ci_*`` and ``p_value`` are ``None`` for fewer than two values. With std 0 the
-    interval collapses to the mean and the p-value is 0.0 (mean non-zero) or 1.0.
-    """
-    mean, std = _mean_std(deltas)
-    n = len(deltas)
-    if mean is None or std is None or n < 2:
-        return mean, std, None, None, None
-    if std == 0.0:
-        return mean, std, mean, mean, (0.0 if mean != 0.0 else 1.0)
-    from scipy import stats  # lazy: scipy is slow to import
-
-    sem = std / math.sqrt(n)
-    t_stat = mean / sem
-    p_value = float(min(1.0, 2.0 * stats.t.sf(abs(t_stat), n - 1)))
-    half = float(stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * sem
-    return mean, std, mean - half, mean + half, p_value
-
-
-def holm_adjust(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values, in the order given.
-
-    With the p-values sorted ascending as ``p_(1) <= ... <= p_(m)``, the adjusted value
-    of ``p_(i)`` is ``max_{j <= i} min(1, (m - j + 1) * p_(j))``. Rejecting where the
-    adjusted value is below ``alpha`` controls the family-wise error rate at ``alpha``.
-
-    Args:
-        p_values: Raw p-values in ``[0, 1]``.
-
-    Returns:
-        The adjusted p-values, one per input, in input order.
-    """
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
+    """Mean and sample standard deviation (``ddof=1``) (see :func:`paired_t`)."""
+    mean, std, *_ = paired_t(values, 0.95)
+    return mean, std
 
 
 def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Two-sided p-value of Welch's two-sample t-test (unequal variances).
+    """Two-sided p-value of Welch's two-sample t-test (unequal variances), by
+    :func:`scipy.stats.ttest_ind` with ``equal_var=False``.
 
     Args:
         a: First sample.
@@ -176,18 +124,11 @@ def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
     """
     if len(a) < 2 or len(b) < 2:
         return None
-    mean_a, std_a = _mean_std(a)
-    mean_b, std_b = _mean_std(b)
-    assert mean_a is not None and std_a is not None and mean_b is not None and std_b is not None
-    va = std_a**2 / len(a)
-    vb = std_b**2 / len(b)
-    if va + vb == 0.0:
-        return 0.0 if mean_a != mean_b else 1.0
+    if all(v == a[0] for v in a) and all(v == b[0] for v in b):
+        return 0.0 if a[0] != b[0] else 1.0
     from scipy import stats  # lazy: scipy is slow to import
 
-    t_stat = (mean_a - mean_b) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return float(min(1.0, 2.0 * stats.t.sf(abs(t_stat), df)))
+    return float(min(1.0, stats.ttest_ind(a, b, equal_var=False).pvalue))
 
 
 # --------------------------------------------------------------------------- analysis
@@ -214,6 +155,13 @@ def _usable_metric(obs: Observation) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _arm(obs: Observation) -> str | tuple[str, ...] | None:
+    ablated = obs.ablated
+    if isinstance(ablated, list | tuple):
+        return tuple(str(a) for a in ablated)
+    return ablated
+
+
 def analyse(
     observations: Sequence[Observation],
     components: Mapping[str, str],
@@ -221,6 +169,9 @@ def analyse(
     direction: str,
     confidence: float = 0.95,
     alpha: float = 0.05,
+    repeats: Repeats | None = None,
+    budget: Mapping[str, float] | None = None,
+    finished: bool = True,
 ) -> dict[str, Any]:
     """Paired analysis of a leave-one-component-out study.
 
@@ -232,13 +183,23 @@ def analyse(
     Per component, over its pairs (in repeat order):
 
     - ``delta`` is the mean of ``delta_r``, ``delta_std`` their sample std (``ddof=1``);
-    - ``ci_low``/``ci_high`` is the t interval ``delta ± t_{(1+confidence)/2, n-1} *
-      delta_std / sqrt(n)``;
-    - ``p_value`` is the two-sided paired t-test of ``delta_r`` against 0;
+    - ``ci_low``/``ci_high`` is the t interval ``delta ± t_{(1+level)/2, n-1} *
+      delta_std / sqrt(n)``, and ``p_value`` the two-sided paired t-test of ``delta_r``
+      against 0, both from :func:`scipy.stats.ttest_1samp`. With a fixed number of
+      repeats (``repeats`` ``None`` or ``min == max``) ``level`` is ``confidence``;
+      with adaptive repeats they are the group-sequential design's
+      (:mod:`maggy_core.ablation.sequential`): the interval of the look the
+      component stopped at, and the always-valid p-value, which stay valid however
+      the number of repeats was chosen;
     - ``p_adjusted`` is the Holm-Bonferroni adjustment of ``p_value`` across every
       component that has one (several components are tested at once, so unadjusted
       p-values would flag useless components by chance); ``significant`` is
-      ``p_adjusted < alpha``.
+      ``p_adjusted < alpha``;
+    - ``repeats`` is how many of its trials ended, ``look`` the look its pairs count
+      as, and ``stopped`` why it got no more (:data:`STOP_REASONS`): ``decided``
+      (significant), ``precise`` (the interval's half-width is at most
+      ``repeats.precision``), ``max`` (it reached ``repeats.max``), ``budget`` (the
+      study's budget ran out first) or ``stopped`` (the experiment did not finish).
 
     With fewer than two pairs ``delta_std``, ``ci_low``, ``ci_high``, ``p_value`` and
     ``p_adjusted`` are ``None`` and ``significant`` is False (with no pair, ``delta`` is
@@ -253,6 +214,9 @@ def analyse(
     first); ties and components without a delta keep the order of ``components``, the
     latter after all the others.
 
+    Observations that leave out two components (``ablated`` a pair) are the
+    interaction pass: see :func:`interactions`; they go under ``interactions``.
+
     Args:
         observations: Every trial of the study (any order).
         components: Component name -> kind (``"feature"``, ``"layer"``,
@@ -260,13 +224,21 @@ def analyse(
         direction: ``"max"`` or ``"min"``: whether a larger metric is better.
         confidence: Level of the confidence intervals, in (0, 1).
         alpha: Significance level for the adjusted p-values, in (0, 1).
+        repeats: The study's repeats (``None``: a single look at the pairs there are).
+        budget: The study's budget, if it had one (``{"trials": N}`` or
+            ``{"seconds": S}``): components it cut short are ``stopped: budget``.
+        finished: Whether the experiment finished (else cut short ones are
+            ``stopped: stopped``).
 
     Returns:
         ``{"base": {"metric_mean", "metric_std", "n"}, "confidence", "alpha", "test",
-        "components": [...]}`` where each component entry holds ``component``,
-        ``kind``, ``n`` (complete pairs), ``metric_mean``, ``metric_std``, ``delta``,
-        ``delta_std``, ``ci_low``, ``ci_high``, ``p_value``, ``p_adjusted``,
-        ``significant``, ``deltas`` (per pair, in repeat order) and ``rank`` (1-based).
+        "repeats", "looks", "components": [...], "undecided": [...], "interactions":
+        [...]}`` where each component entry holds ``component``, ``kind``, ``n``
+        (complete pairs), ``repeats``, ``look``, ``stopped``, ``metric_mean``,
+        ``metric_std``, ``delta``, ``delta_std``, ``ci_low``, ``ci_high``, ``p_value``,
+        ``p_adjusted``, ``significant``, ``deltas`` (per pair, in repeat order) and
+        ``rank`` (1-based); ``undecided`` names the components that stopped neither
+        decided nor precise.
 
     Raises:
         SpecError: ``direction`` is not ``"max"``/``"min"`` (field ``"direction"``);
@@ -281,28 +253,34 @@ def analyse(
     confidence = _check_probability(confidence, "ablation.confidence")
     alpha = _check_probability(alpha, "ablation.alpha")
     sign = 1.0 if direction == "max" else -1.0
+    sequential = repeats if repeats is not None and repeats.adaptive else None
 
-    # (ablated or None) -> repeat -> metric, for counted trials only
-    metrics: dict[str | None, dict[int, float]] = {None: {}}
+    # arm (a component, a pair of them, or None) -> repeat -> metric, counted trials only
+    metrics: dict[str | tuple[str, ...] | None, dict[int, float]] = {None: {}}
     metrics.update({name: {} for name in components})
+    ended: dict[str | tuple[str, ...] | None, int] = {}
     for i, obs in enumerate(observations):
-        if obs.ablated is not None and obs.ablated not in components:
+        arm = _arm(obs)
+        names = arm if isinstance(arm, tuple) else () if arm is None else (arm,)
+        unknown = [name for name in names if name not in components]
+        if unknown:
             known = ", ".join(repr(name) for name in components) or "none"
             raise SpecError.one(
                 "ablation.components",
                 f"observation {obs.trial_id or i!r} ablates unknown component "
-                f"{obs.ablated!r} (known: {known})",
+                f"{unknown[0]!r} (known: {known})",
             )
         if isinstance(obs.repeat, bool) or not isinstance(obs.repeat, int) or obs.repeat < 0:
             raise SpecError.one(
                 f"observations[{i}].repeat", f"must be an int >= 0, got {obs.repeat!r}"
             )
+        ended[arm] = ended.get(arm, 0) + 1
         value = _usable_metric(obs)
         if value is None:
             continue
-        per_repeat = metrics[obs.ablated]
+        per_repeat = metrics.setdefault(arm, {})
         if obs.repeat in per_repeat:
-            what = "the base" if obs.ablated is None else f"component {obs.ablated!r}"
+            what = "the base" if arm is None else f"component {arm!r}"
             raise SpecError.one(
                 f"observations[{i}].repeat",
                 f"two finished trials of {what} for repeat {obs.repeat}",
@@ -312,25 +290,32 @@ def analyse(
     base = metrics[None]
     base_mean, base_std = _mean_std([base[r] for r in sorted(base)])
 
+    def deltas_of(arm: str | tuple[str, ...]) -> dict[int, float]:
+        ablated = metrics.get(arm, {})
+        return {r: sign * (base[r] - ablated[r]) for r in sorted(ablated) if r in base}
+
     entries: list[dict[str, Any]] = []
     for name, kind in components.items():
         ablated = metrics[name]
-        values = [ablated[r] for r in sorted(ablated)]
-        metric_mean, metric_std = _mean_std(values)
-        deltas = [sign * (base[r] - ablated[r]) for r in sorted(ablated) if r in base]
-        delta, delta_std, ci_low, ci_high, p_value = _paired_stats(deltas, confidence)
+        metric_mean, metric_std = _mean_std([ablated[r] for r in sorted(ablated)])
+        deltas = list(deltas_of(name).values())
+        stats = sequential_stats(deltas, sequential, confidence)
         entries.append(
             {
                 "component": name,
                 "kind": kind,
-                "n": len(deltas),
+                "n": stats.n,
+                "repeats": ended.get(name, 0),
+                "look": stats.look,
+                "stopped": "",
                 "metric_mean": metric_mean,
                 "metric_std": metric_std,
-                "delta": delta,
-                "delta_std": delta_std,
-                "ci_low": ci_low,
-                "ci_high": ci_high,
-                "p_value": p_value,
+                "delta": stats.mean,
+                "delta_std": stats.std,
+                "ci_low": stats.ci_low,
+                "ci_high": stats.ci_high,
+                "half_width": stats.half_width,
+                "p_value": stats.p_value,
                 "p_adjusted": None,
                 "significant": False,
                 "deltas": deltas,
@@ -338,6 +323,47 @@ def analyse(
             }
         )
 
+    _holm(entries, alpha)
+    top = repeats.max if repeats is not None else None
+    precision = repeats.precision if repeats is not None else None
+    for entry in entries:
+        half = entry["half_width"]
+        if entry["significant"]:
+            entry["stopped"] = "decided"
+        elif precision is not None and half is not None and half <= precision:
+            entry["stopped"] = "precise"
+        elif top is None or entry["repeats"] >= top:
+            entry["stopped"] = "max"
+        else:
+            entry["stopped"] = "budget" if budget and finished else "stopped"
+
+    # stable sort: ties and delta-less components keep study order
+    entries.sort(key=lambda e: (e["delta"] is None, -(e["delta"] or 0.0)))
+    for rank, entry in enumerate(entries, start=1):
+        entry["rank"] = rank
+
+    singles = {e["component"]: deltas_of(e["component"]) for e in entries}
+    pairs = [arm for arm in metrics if isinstance(arm, tuple)]
+    return {
+        "base": {"metric_mean": base_mean, "metric_std": base_std, "n": len(base)},
+        "confidence": confidence,
+        "alpha": alpha,
+        "test": SEQUENTIAL_TEST_NAME if sequential is not None else TEST_NAME,
+        "repeats": None if repeats is None else repeats.to_dict(),
+        "looks": list(sequential.looks()) if sequential is not None else None,
+        "budget": dict(budget) if budget else None,
+        "components": entries,
+        "undecided": [
+            e["component"] for e in entries if e["stopped"] not in ("decided", "precise")
+        ],
+        "interactions": interactions(
+            {pair: deltas_of(pair) for pair in pairs}, singles, confidence, alpha
+        ),
+    }
+
+
+def _holm(entries: list[dict[str, Any]], alpha: float) -> None:
+    """Fill ``p_adjusted`` and ``significant`` of the entries that have a p-value."""
     tested = [entry for entry in entries if entry["p_value"] is not None]
     for entry, adjusted in zip(
         tested, holm_adjust([entry["p_value"] for entry in tested]), strict=True
@@ -345,18 +371,61 @@ def analyse(
         entry["p_adjusted"] = adjusted
         entry["significant"] = adjusted < alpha
 
-    # stable sort: ties and delta-less components keep study order
-    entries.sort(key=lambda e: (e["delta"] is None, -(e["delta"] or 0.0)))
-    for rank, entry in enumerate(entries, start=1):
-        entry["rank"] = rank
 
-    return {
-        "base": {"metric_mean": base_mean, "metric_std": base_std, "n": len(base)},
-        "confidence": confidence,
-        "alpha": alpha,
-        "test": TEST_NAME,
-        "components": entries,
-    }
+def interactions(
+    pairs: Mapping[tuple[str, ...], Mapping[int, float]],
+    singles: Mapping[str, Mapping[int, float]],
+    confidence: float,
+    alpha: float,
+) -> list[dict[str, Any]]:
+    """The interaction of each pair of components left out together.
+
+    For repeat ``r`` (where the pair, both components and the base all counted),
+    ``interaction_r = pair_delta_r - delta_a_r - delta_b_r``: what leaving both out
+    costs beyond the sum of leaving each out. Positive: *redundant*, either one is
+    enough (each alone seems to matter little, both together a lot); negative:
+    *complementary*, both are needed (each alone already costs what both cost). The
+    interval and p-value are the paired t's at ``confidence`` (each pair runs a
+    fixed number of repeats), Holm-adjusted across the pairs.
+
+    Args:
+        pairs: ``(a, b)`` -> repeat -> the pair's delta.
+        singles: Component -> repeat -> its delta.
+        confidence: Level of the intervals.
+        alpha: Significance level after Holm's correction.
+
+    Returns:
+        One entry per pair: ``pair``, ``n``, ``pair_delta``, ``interaction``,
+        ``ci_low``, ``ci_high``, ``p_value``, ``p_adjusted``, ``significant`` and
+        ``reading`` (``redundant``, ``complementary`` or ``additive`` when not
+        significant).
+    """
+    out: list[dict[str, Any]] = []
+    for pair, deltas in pairs.items():
+        a, b = pair[0], pair[1]
+        rs = [r for r in sorted(deltas) if r in singles.get(a, {}) and r in singles.get(b, {})]
+        values = [deltas[r] - singles[a][r] - singles[b][r] for r in rs]
+        mean, _std, low, high, p_value = paired_t(values, confidence)
+        pair_mean, *_ = paired_t([deltas[r] for r in rs], confidence)
+        out.append(
+            {
+                "pair": [a, b],
+                "n": len(values),
+                "pair_delta": pair_mean,
+                "interaction": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "p_value": p_value,
+                "p_adjusted": None,
+                "significant": False,
+                "reading": "additive",
+            }
+        )
+    _holm(out, alpha)
+    for entry in out:
+        if entry["significant"]:
+            entry["reading"] = "redundant" if entry["interaction"] > 0 else "complementary"
+    return out
 
 
 # --------------------------------------------------------------------------- outputs
@@ -376,7 +445,7 @@ def write_table_csv(analysis: dict[str, Any], path: Path) -> Path:
     """Write the ranked components as a CSV table.
 
     Columns: ``rank, component, kind, n, metric_mean, delta, ci_low, ci_high, p_value,
-    p_adjusted, significant, changed, previous_delta``. ``None`` and absent values
+    p_adjusted, significant, changed, previous_delta, repeats, stopped``. ``None`` and absent values
     (``changed``/``previous_delta`` before :func:`compare_with_history`) are empty
     cells; booleans are ``true``/``false``; floats are written at full precision.
 

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from maggy_core.ablation.ablators import loco_options
 from maggy_core.ablation.analysis import (
     AblationHistory,
     Observation,
@@ -21,6 +22,7 @@ from maggy_core.ablation.analysis import (
     write_chart_svg,
     write_table_csv,
 )
+from maggy_core.ablation.sequential import Repeats
 from maggy_core.ablation.study import AblationSpec
 
 log = logging.getLogger("maggy")
@@ -32,6 +34,8 @@ SUMMARY_FIELDS = (
     "component",
     "kind",
     "n",
+    "repeats",
+    "stopped",
     "metric_mean",
     "delta",
     "ci_low",
@@ -66,9 +70,10 @@ def finish_study(
     Returns:
         The analysis (also stored by the caller under ``result["ablation"]``).
     """
+    repeats, budget = study_plan(result)
     observations = [
         Observation(
-            ablated=t["params"].get("ablated"),
+            ablated=_ablated(t["params"].get("ablated")),
             repeat=int(t["params"].get("repeat", 0)),
             metric=t.get("metric"),
             status=t["status"],
@@ -82,6 +87,9 @@ def finish_study(
         direction=direction,
         confidence=study.confidence,
         alpha=study.alpha,
+        repeats=repeats,
+        budget=budget,
+        finished=result["status"] == "finished",
     )
     history = AblationHistory(history_path(study, name, results_root))
     analysis = compare_with_history(analysis, history.runs(), alpha=study.alpha)
@@ -96,9 +104,11 @@ def finish_study(
         history.append(result["experiment_id"], analysis, result["ended"])
     for entry in analysis["components"]:
         log.info(
-            "ablation %-24s %-12s delta %s  95%% CI [%s, %s]  p=%s%s%s",
+            "ablation %-24s %-12s %2d repeats (%s)  delta %s  CI [%s, %s]  p=%s%s%s",
             entry["component"],
             entry["kind"],
+            entry["repeats"],
+            entry["stopped"],
             _g(entry["delta"]),
             _g(entry["ci_low"]),
             _g(entry["ci_high"]),
@@ -106,11 +116,39 @@ def finish_study(
             "  significant" if entry["significant"] else "",
             f"  CHANGED (was {_g(entry['previous_delta'])})" if entry.get("changed") else "",
         )
+    for entry in analysis["interactions"]:
+        log.info(
+            "ablation interaction %s  %s  CI [%s, %s]  p=%s  %s",
+            " & ".join(entry["pair"]),
+            _g(entry["interaction"]),
+            _g(entry["ci_low"]),
+            _g(entry["ci_high"]),
+            _g(entry["p_adjusted"]),
+            entry["reading"],
+        )
+    if analysis["undecided"]:
+        log.info("ablation: left undecided: %s", ", ".join(analysis["undecided"]))
     return analysis
 
 
+def study_plan(result: dict[str, Any]) -> tuple[Repeats | None, dict[str, float] | None]:
+    """The repeats and budget the study ran with, from the spec in its result (the
+    analysis must use the sequential design the plan decided with)."""
+    ablator = (result.get("spec") or {}).get("ablator") or {}
+    options = ablator.get("options") if isinstance(ablator, dict) else None
+    if ablator.get("name") != "loco" or not isinstance(options, dict):
+        return None, None
+    repeats, budget, _ = loco_options(options)
+    return repeats, budget or None
+
+
+def _ablated(value: Any) -> str | tuple[str, ...] | None:
+    return tuple(value) if isinstance(value, list) else value
+
+
 def summary_table(analysis: dict[str, Any]) -> list[dict[str, Any]]:
-    """The analysis as a small table for an XCom: one row per component."""
+    """The analysis as a small table for an XCom: one row per component (the
+    interactions and what was left undecided are in the result's analysis)."""
     return [{k: e.get(k) for k in SUMMARY_FIELDS} for e in analysis.get("components", [])]
 
 

@@ -10,6 +10,7 @@ experiment spec under ``ablation:`` or built in Python with
       dataset: data/table.parquet       # or dataset_generator: "module:fn"
       label: survived
       features: [age, [fare, sibsp]]    # a list inside the list is one group
+      # or: features: {auto_groups: 0.9}  # group columns correlated above 0.9
       base_model: mypkg.train:base_model
       layers: [dense_2]
       layer_groups: [[dense_2, dense_3], {prefix: dense}]
@@ -27,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,10 @@ class AblationSpec:
         dataset_generator: ``"module:function"`` returning a ``pandas.DataFrame``;
             instead of ``dataset``.
         label: The label column: never ablated, always kept.
-        features: Columns or column groups to leave out, one at a time.
+        features: Columns or column groups to leave out, one at a time; or
+            ``{auto_groups: t, columns: [...]}``: the columns (default: all but the
+            label) grouped by the table's correlations (:func:`correlated_groups`),
+            which reads the table wherever the study is validated or planned.
         base_model: ``"module:function"`` returning a fresh Keras model.
         layers: Layers of the base model to leave out, one at a time.
         layer_groups: Lists of layers, or ``{"prefix": "dense"}``, left out together.
@@ -153,7 +157,8 @@ class AblationSpec:
         """JSON-able form that :meth:`parse` reads back equal."""
         out = dataclasses.asdict(self)
         for key in ("features", "layers", "layer_groups", "components"):
-            out[key] = json.loads(json.dumps(list(getattr(self, key))))
+            value = getattr(self, key)
+            out[key] = json.loads(json.dumps(value if isinstance(value, Mapping) else list(value)))
         return out
 
     def plan(self) -> list[Component]:
@@ -184,10 +189,18 @@ class AblationSpec:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
                 problems.append((f"{where}.{key}", f"must be a number in (0, 1), got {value!r}"))
 
-        if not isinstance(self.features, tuple):
-            problems.append((f"{where}.features", "must be a list of names or lists of names"))
+        features: Any = self.features
+        if isinstance(features, Mapping):
+            features = self._auto_features(features, has_data, problems)
+        if not isinstance(features, tuple):
+            problems.append(
+                (
+                    f"{where}.features",
+                    "must be a list of names or lists of names, or {auto_groups: threshold}",
+                )
+            )
         else:
-            for i, feature in enumerate(self.features):
+            for i, feature in enumerate(features):
                 cols = _str_list(feature, f"{where}.features[{i}]", problems)
                 if cols and self.label in cols:
                     problems.append(
@@ -198,7 +211,7 @@ class AblationSpec:
                     )
                 if cols:
                     out.append(Component("+".join(cols), "feature", tuple(cols)))
-            if self.features and not has_data:
+            if features and not has_data and not isinstance(self.features, Mapping):
                 problems.append(
                     (
                         f"{where}.features",
@@ -269,6 +282,49 @@ class AblationSpec:
             raise SpecError(problems)
         return out
 
+    def _auto_features(
+        self, block: Mapping[str, Any], has_data: bool, problems: list[tuple[str, str]]
+    ) -> tuple[Any, ...] | None:
+        """``features: {auto_groups: t, columns: [...]}`` as explicit groups, from the
+        table's correlations (see :func:`correlated_groups`); ``None`` after a problem."""
+        where = "ablation.features"
+        unknown = [str(k) for k in block if k not in ("auto_groups", "columns")]
+        if unknown:
+            problems.append((f"{where}.{unknown[0]}", "unknown key; allowed: auto_groups, columns"))
+            return None
+        threshold = block.get("auto_groups")
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not (0 < threshold < 1)
+        ):
+            problems.append(
+                (f"{where}.auto_groups", f"must be a number in (0, 1), got {threshold!r}")
+            )
+            return None
+        columns = None
+        if block.get("columns") is not None:
+            columns = _str_list(block["columns"], f"{where}.columns", problems)
+            if not columns:
+                return None
+        if not has_data:
+            problems.append((where, "need a dataset (or dataset_generator) to group"))
+            return None
+        try:
+            table = _read_table(self)
+        except SpecError as err:
+            problems += [(f"{where}.auto_groups", f"needs the table: {m}") for _, m in err.problems]
+            return None
+        except Exception as err:  # pandas or pyarrow: the message says what is wrong
+            problems.append((f"{where}.auto_groups", f"needs the table, unreadable: {err}"))
+            return None
+        have = [c for c in table.columns if c != self.label]
+        missing = [c for c in columns or [] if c not in have]
+        if missing:
+            problems.append((f"{where}.columns", f"{missing[0]!r} is not a column of the table"))
+            return None
+        return tuple(correlated_groups(table, columns or have, float(threshold)))
+
     def kinds(self) -> dict[str, str]:
         """Component name -> kind, in study order."""
         return {c.name: c.kind for c in self.plan()}
@@ -299,6 +355,87 @@ def parse_ablator(value: Any) -> tuple[str, dict[str, Any]]:
             raise SpecError.one("ablator.options", "must be a mapping")
         return value["name"], {**options, **nested}
     raise SpecError.one("ablator", "must be a name (loco) or {name: loco, repeats: N}")
+
+
+def correlated_groups(table: Any, columns: Sequence[str], threshold: float) -> list[Any]:
+    """Group ``columns`` whose absolute (Pearson) correlation exceeds ``threshold``.
+
+    Two columns correlated above the threshold always land in the same group (the
+    groups are the connected components of the graph "|correlation| > threshold",
+    single linkage): otherwise leaving one of them out would be hidden by the
+    other, which still carries the same information. Columns that are not numeric,
+    or constant, stay alone.
+
+    Returns:
+        The features in the order of ``columns``: a name, or a list of names (a group,
+        in column order) placed where its first column is.
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy.sparse.csgraph import connected_components
+
+    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(table[c])]
+    corr = table[numeric].astype("float64").corr().abs().fillna(0.0).to_numpy()
+    adjacency = corr > threshold
+    np.fill_diagonal(adjacency, False)
+    _, labels = connected_components(adjacency, directed=False)
+    label_of = dict(zip(numeric, labels.tolist(), strict=True))
+    out: list[Any] = []
+    placed: set[int] = set()
+    for column in columns:
+        if column not in label_of:
+            out.append(column)
+            continue
+        label = label_of[column]
+        if label in placed:
+            continue
+        placed.add(label)
+        members = [c for c in numeric if label_of[c] == label]
+        out.append(members[0] if len(members) == 1 else [c for c in columns if c in members])
+    return out
+
+
+_TABLES: dict[tuple[Any, ...], Any] = {}
+
+
+def _read_table(spec: AblationSpec) -> Any:
+    """The study's table, read once per process for a file that has not changed
+    (by path, size and modification time) or a generator (by name).
+
+    Raises:
+        SpecError: Under ``ablation.dataset`` / ``ablation.dataset_generator``.
+    """
+    if spec.dataset_generator is not None:
+        key: tuple[Any, ...] = ("generator", spec.dataset_generator)
+    else:
+        path = Path(str(spec.dataset)).expanduser()
+        try:
+            st = path.stat()
+        except OSError as err:
+            raise SpecError.one("ablation.dataset", f"{spec.dataset}: {err.strerror}") from None
+        key = ("file", str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _TABLES:
+        _TABLES.clear()  # one table at a time: a worker runs one study
+        _TABLES[key] = _load_table(spec)
+    return _TABLES[key]
+
+
+def _load_table(spec: AblationSpec) -> Any:
+    """Read the table (or call the generator); its columns are checked by the caller."""
+    import pandas as pd
+
+    if spec.dataset_generator is not None:
+        from maggy_core.loading import load_callable
+
+        table = load_callable(spec.dataset_generator)()
+        if not isinstance(table, pd.DataFrame):
+            raise SpecError.one(
+                "ablation.dataset_generator",
+                f"must return a pandas.DataFrame, returned {type(table).__name__}",
+            )
+        return table
+    path = str(spec.dataset)
+    return pd.read_csv(path) if path.lower().endswith(".csv") else pd.read_parquet(path)
 
 
 # ---------------------------------------------------------------- the Python API
@@ -498,73 +635,70 @@ class TrialContext:
         self.components = {c.name: c for c in spec.plan()}
         self._table: Any = None
 
-    def injections(self, ablated: str | None) -> dict[str, Any]:
+    def injections(self, ablated: str | list[str] | None) -> dict[str, Any]:
         """``dataset_function``, ``model_function`` and ``components`` for a trial
-        that leaves out ``ablated`` (``None``: the base trial).
+        that leaves out ``ablated``: a component, a list of components left out
+        together (an interaction pair), or ``None`` (the base trial).
 
         Raises:
-            SpecError: If ``ablated`` is not a component of the study.
+            SpecError: If ``ablated`` names no component of the study, or a custom
+                model in a list (a custom model replaces the whole model).
         """
-        if ablated is not None and ablated not in self.components:
-            raise SpecError.one("ablated", f"{ablated!r} is not a component of the study")
-        component = self.components.get(ablated) if ablated is not None else None
+        names = [] if ablated is None else [ablated] if isinstance(ablated, str) else ablated
+        unknown = [n for n in names if n not in self.components]
+        if unknown:
+            raise SpecError.one("ablated", f"{unknown[0]!r} is not a component of the study")
+        left_out = [self.components[n] for n in names]
+        if len(left_out) > 1 and any(c.kind == "custom_model" for c in left_out):
+            raise SpecError.one("ablated", "a custom model cannot be left out with another")
         switches = {
-            name: name != ablated for name, c in self.components.items() if c.kind == "component"
+            name: name not in names for name, c in self.components.items() if c.kind == "component"
         }
         has_data = self.spec.dataset is not None or self.spec.dataset_generator is not None
         return {
-            "dataset_function": (lambda: self.dataset(component)) if has_data else None,
-            "model_function": lambda **kwargs: self.model(component, **kwargs),
+            "dataset_function": (lambda: self.dataset(*left_out)) if has_data else None,
+            "model_function": lambda **kwargs: self.model(*left_out, **kwargs),
             "components": switches,
         }
 
-    def dataset(self, component: Component | None) -> Any:
-        """The table without ``component``'s columns (a feature), label kept."""
+    def dataset(self, *components: Component | None) -> Any:
+        """The table without the columns of the ``components`` that are features,
+        label kept."""
         if self._table is None:
-            self._table = self._load()
+            self._table = _read_table(self.spec)
+            if self.spec.dataset_generator is not None:
+                _check_columns(self.spec, self._table.columns)
         table = self._table
-        if component is not None and component.kind == "feature":
-            return table.drop(columns=list(component.members))
-        return table.copy()
+        drop = [m for c in components if c is not None and c.kind == "feature" for m in c.members]
+        return table.drop(columns=drop) if drop else table.copy()
 
-    def _load(self) -> Any:
-        import pandas as pd
-
-        if self.spec.dataset_generator is not None:
-            from maggy_core.loading import load_callable
-
-            table = load_callable(self.spec.dataset_generator)()
-            if not isinstance(table, pd.DataFrame):
-                raise SpecError.one(
-                    "ablation.dataset_generator",
-                    f"must return a pandas.DataFrame, returned {type(table).__name__}",
-                )
-            _check_columns(self.spec, table.columns)
-            return table
-        path = str(self.spec.dataset)
-        return pd.read_csv(path) if path.lower().endswith(".csv") else pd.read_parquet(path)
-
-    def model(self, component: Component | None, **kwargs: Any) -> Any:
+    def model(self, *components: Component | None, **kwargs: Any) -> Any:
         """A fresh model: the custom one, the base one without the ablated layers,
         or the base one; ``None`` without a base model. ``kwargs`` go to the
         generator (e.g. ``input_dim`` after a feature was left out)."""
         from maggy_core.loading import load_callable
 
-        if component is not None and component.kind == "custom_model":
-            return load_callable(component.generator or "")(**kwargs)
+        present = [c for c in components if c is not None]
+        custom = [c for c in present if c.kind == "custom_model"]
+        if custom:
+            return load_callable(custom[0].generator or "")(**kwargs)
         if self.spec.base_model is None:
             return None
         model = load_callable(self.spec.base_model)(**kwargs)
-        if component is None or component.kind not in ("layer", "layer_group"):
+        layered = [c for c in present if c.kind in ("layer", "layer_group")]
+        if not layered:
             return model
         from maggy_core.ablation.surgery import layers_with_prefix, remove_layers
 
-        names = list(component.members)
-        if component.prefix is not None:
-            names = layers_with_prefix(model, component.prefix)
-            if not names:
-                raise SpecError.one(
-                    "ablation.layer_groups",
-                    f"no layer of the base model starts with {component.prefix!r}",
-                )
+        names: list[str] = []
+        for component in layered:
+            members = list(component.members)
+            if component.prefix is not None:
+                members = layers_with_prefix(model, component.prefix)
+                if not members:
+                    raise SpecError.one(
+                        "ablation.layer_groups",
+                        f"no layer of the base model starts with {component.prefix!r}",
+                    )
+            names += [m for m in members if m not in names]
         return remove_layers(model, names)

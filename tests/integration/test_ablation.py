@@ -129,6 +129,61 @@ def test_study_finds_the_feature_that_matters_and_notices_when_it_stops(
     assert (results / second["experiment_id"] / "ablation.csv").is_file()
 
 
+def graded_study(dataset: Path, repeats: Any) -> ExperimentSpec:
+    return ExperimentSpec.from_dict(
+        {
+            "name": "graded-study",
+            "train_fn": "ablation_fixtures:fit_logistic",
+            "ablation": {
+                "dataset": str(dataset),
+                "label": ablation_fixtures.LABEL,
+                "features": list(ablation_fixtures.GRADED),
+            },
+            "ablator": {"name": "loco", "repeats": repeats},
+            "direction": "max",
+            "optimization_key": "accuracy",
+            "workers": 2,
+            "seed": 4,
+            "hb_interval": 0.5,
+        }
+    )
+
+
+def test_adaptive_repeats_decide_strong_effects_early_and_spend_on_small_ones(
+    redis_url: str, tmp_path: Path
+) -> None:
+    data = ablation_fixtures.write_graded_table(tmp_path / "graded.parquet")
+    adaptive = {"min": 3, "max": 30, "precision": 0.003}
+    spec = graded_study(data, adaptive)
+    fixed = graded_study(data, 30)
+    assert spec.num_trials == fixed.num_trials == (1 + 3) * 30  # the most it can run
+
+    result = run_experiment(spec, redis_url=redis_url, results_dir=tmp_path / "results")
+    assert result["status"] == "finished", result["reason"]
+    assert {t["status"] for t in result["trials"]} == {"finished"}
+    entries = by_component(result)
+    strong, small, useless = (entries[name] for name in ablation_fixtures.GRADED)
+    assert strong["significant"] and strong["stopped"] == "decided"
+    assert strong["repeats"] <= adaptive["min"] + 2, strong
+    assert small["significant"] and small["stopped"] == "decided", small
+    assert small["repeats"] > strong["repeats"], (small, strong)
+    assert not useless["significant"], useless
+    assert useless["stopped"] in ("precise", "max")
+    # Every effect is paired: each component's repeats ran with the base's seeds.
+    seeds = {
+        (t["params"]["ablated"], t["params"]["repeat"]): t["params"]["seed"]
+        for t in result["trials"]
+    }
+    assert all(seeds[(None, r)] == seed for (_, r), seed in seeds.items())
+    assert len(result["trials"]) < fixed.num_trials
+    analysis = result["ablation"]
+    assert analysis["test"].startswith("group-sequential")
+    assert analysis["repeats"] == adaptive and analysis["looks"][0] == adaptive["min"]
+    assert analysis["undecided"] == ([] if useless["stopped"] == "precise" else ["useless"])
+    rows = (Path(result["results_dir"]) / "ablation.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0].endswith(",repeats,stopped")
+
+
 @pytest.mark.slow
 def test_keras_study_runs_on_spark(redis_url: str, tmp_path: Path) -> None:
     from maggy_core.examples import tabular

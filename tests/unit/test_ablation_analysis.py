@@ -326,7 +326,8 @@ def test_csv_table(tmp_path: Path) -> None:
         rows = list(csv.reader(fh))
     assert rows[0] == [
         "rank", "component", "kind", "n", "metric_mean", "delta", "ci_low", "ci_high",
-        "p_value", "p_adjusted", "significant", "changed", "previous_delta",
+        "p_value", "p_adjusted", "significant", "changed", "previous_delta", "repeats",
+        "stopped",
     ]  # fmt: skip
     body = rows[1:]
     assert [row[1] for row in body] == [e["component"] for e in analysis["components"]]

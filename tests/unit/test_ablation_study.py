@@ -489,18 +489,38 @@ def test_loco_plan_is_deterministic_for_a_seed() -> None:
     assert len(plan(None)) == 8  # no seed: one is drawn
 
 
-def test_loco_resumes_from_its_trials() -> None:
+def test_loco_resumes_from_the_journals_trials() -> None:
     options = {"repeats": 3}
     whole = drain(get_ablator("loco", COMPONENTS, direction="max", seed=21, options=options))
     first = get_ablator("loco", COMPONENTS, direction="max", seed=21, options=options)
-    done = [first.suggest().params for _ in range(5)]
-    trials = [  # as the journal gives them back
-        FrozenTrial(f"t{i:04d}", json.loads(json.dumps(p)), TrialStatus.FINISHED, 0.5)
-        for i, p in enumerate(done)
+    made = [first.suggest() for _ in range(5)]
+    assert all(isinstance(s, Suggestion) for s in made)
+    # The journal's trials, as JSON: two ended, three had not.
+    trials = [
+        FrozenTrial(
+            f"t{i:04d}",
+            json.loads(json.dumps(s.params)),
+            TrialStatus.FINISHED if i < 2 else TrialStatus.PENDING,
+            0.5 if i < 2 else None,
+            info=json.loads(json.dumps(s.info)),
+        )
+        for i, s in enumerate(made)
+        if isinstance(s, Suggestion)
     ]
-    again = get_ablator("loco", COMPONENTS, direction="max", seed=21, options=options)
-    again.resume(trials)
-    assert done + drain(again) == whole
+    again = get_ablator("loco", COMPONENTS, direction="max", seed=None, options=options)
+    again.resume(trials)  # the drawn seed is replaced by the study's, from the trials
+    assert again.seed == 21
+    assert [t.params for t in trials] + drain(again) == whole
+    with pytest.raises(SpecError) as err:
+        get_ablator("loco", COMPONENTS, direction="max", seed=None, options=options).resume(
+            [
+                trials[0],
+                FrozenTrial("t9", trials[1].params, TrialStatus.PENDING, info={"study_seed": 5}),
+            ]
+        )
+    assert err.value.problems[0][0] == "ablator"
+    # Nothing but the trials persists an ablator.
+    assert not {"state_dict", "load_state_dict"} & (vars(Ablator).keys() | vars(LOCO).keys())
 
 
 def test_a_custom_ablator_class_is_used() -> None:
@@ -792,3 +812,119 @@ def test_component_switches_turn_off_only_the_ablated_one() -> None:
     with pytest.raises(SpecError) as err:
         context.injections("dropout")
     assert err.value.problems == [("ablated", "'dropout' is not a component of the study")]
+
+
+# ---------------------------------------------------------------- feature groups by correlation
+
+
+def correlated_table(path: Path) -> Path:
+    """x1, x2 (0.99 correlated with x1), x3 (0.95 with x2, so grouped with both),
+    y (independent), a text column and the label."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=500)
+    x2 = x1 + 0.1 * rng.normal(size=500)
+    x3 = x2 + 0.3 * rng.normal(size=500)
+    pd.DataFrame(
+        {
+            "x1": x1,
+            "y": rng.normal(size=500),
+            "x2": x2,
+            "name": ["n"] * 500,
+            "x3": x3,
+            "label": (x1 > 0).astype("int64"),
+        }
+    ).to_parquet(path, index=False)
+    return path
+
+
+def test_auto_groups_join_correlated_features(tmp_path: Path) -> None:
+    data = correlated_table(tmp_path / "t.parquet")
+    spec = AblationSpec.parse(
+        {"dataset": str(data), "label": "label", "features": {"auto_groups": 0.9}}
+    )
+    assert [(c.name, c.members) for c in spec.plan()] == [
+        ("x1+x2+x3", ("x1", "x2", "x3")),
+        ("y", ("y",)),
+        ("name", ("name",)),
+    ]
+    # Round trip: the spec keeps the rule, not the groups of one day's table.
+    assert AblationSpec.parse(spec.to_dict()) == spec
+    assert spec.to_dict()["features"] == {"auto_groups": 0.9}
+    strict = AblationSpec.parse(
+        {
+            "dataset": str(data),
+            "label": "label",
+            "features": {"auto_groups": 0.999, "columns": ["x1", "x2", "y"]},
+        }
+    )
+    assert [c.name for c in strict.plan()] == ["x1", "x2", "y"]
+    # A trial leaving the group out gets the table without all three columns.
+    frame = TrialContext(spec).injections("x1+x2+x3")["dataset_function"]()
+    assert list(frame.columns) == ["y", "name", "label"]
+
+
+@pytest.mark.parametrize(
+    ("features", "where"),
+    [
+        ({"auto_groups": 1.5}, "ablation.features.auto_groups"),
+        ({"auto_groups": 0.9, "by": "pearson"}, "ablation.features.by"),
+        ({"auto_groups": 0.9, "columns": ["nope"]}, "ablation.features.columns"),
+    ],
+)
+def test_bad_auto_groups_name_their_field(
+    tmp_path: Path, features: dict[str, Any], where: str
+) -> None:
+    data = correlated_table(tmp_path / "t.parquet")
+    with pytest.raises(SpecError) as err:
+        AblationSpec.parse({"dataset": str(data), "label": "label", "features": features})
+    assert where in [field for field, _ in err.value.problems], err.value.problems
+
+
+def test_auto_groups_need_a_readable_table(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as err:
+        AblationSpec.parse(
+            {
+                "dataset": str(tmp_path / "missing.parquet"),
+                "label": "label",
+                "features": {"auto_groups": 0.9},
+            }
+        )
+    assert err.value.problems[0][0] == "ablation.features.auto_groups"
+    assert "missing.parquet" in err.value.problems[0][1]
+
+
+# ---------------------------------------------------------------- adaptive studies in the spec
+
+
+def test_an_adaptive_study_plans_its_most_trials() -> None:
+    ablator = {
+        "name": "loco",
+        "repeats": {"min": 3, "max": 10, "precision": 0.01},
+        "interactions": 2,
+    }
+    spec = ExperimentSpec.from_dict(study_spec({"components": ["a", "b", "c"]}, ablator=ablator))
+    assert spec.num_trials == (1 + 3) * 10 + 1 * 3  # every component to max, one pair
+    budgeted = ExperimentSpec.from_dict(
+        study_spec({"components": ["a", "b", "c"]}, ablator={**ablator, "budget": {"trials": 25}})
+    )
+    assert budgeted.num_trials == 25
+    assert budgeted.ablator is not None and budgeted.ablator.options["budget"] == {"trials": 25}
+    problems = problems_of(
+        study_spec({"components": ["a"]}, ablator={"name": "loco", "repeats": {"min": 1}})
+    )
+    assert {"ablator.repeats.min", "ablator.repeats.max"} <= {f for f, _ in problems}
+
+
+def test_a_pair_trial_leaves_both_components_out(tmp_path: Path) -> None:
+    data = correlated_table(tmp_path / "t.parquet")
+    spec = AblationSpec.parse(
+        {"dataset": str(data), "label": "label", "features": ["x1", "y"], "components": ["scaling"]}
+    )
+    given = TrialContext(spec).injections(["x1", "scaling"])
+    assert "x1" not in given["dataset_function"]().columns
+    assert given["components"] == {"scaling": False}
+    with pytest.raises(SpecError) as err:
+        TrialContext(spec).injections(["x1", "nope"])
+    assert err.value.problems[0][0] == "ablated"
