@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maggy_core.ablation.sequential import MAX_REPEATS
 from maggy_core.ablation.study import AblationSpec, AblationStudy
 from maggy_core.exceptions import SpecError
 from maggy_core.optimizers import resolve_optimizer
@@ -40,7 +41,6 @@ _ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 #: with a message naming the field and the maximum.
 MAX_TRIALS = 1_000_000
 MAX_WORKERS = 10_000
-MAX_REPEATS = 10_000
 MIN_HB_INTERVAL = 0.01
 _OPTIMIZER_KEYS = ("name", "options")
 

@@ -54,6 +54,8 @@ __all__ = ["GROWTH", "LookStats", "Repeats", "holm_adjust", "paired_t", "sequent
 
 #: Each look has about this many times the pairs of the one before.
 GROWTH = 1.5
+#: The most repeats a component may get (fixed or adaptive): a plan stays bounded.
+MAX_REPEATS = 10_000
 
 
 def _is_int(value: object) -> bool:
@@ -89,6 +91,8 @@ class Repeats:
         if _is_int(value):
             if value < 1:
                 raise SpecError.one(field, f"must be an integer >= 1, got {value!r}")
+            if value > MAX_REPEATS:
+                raise SpecError.one(field, f"must be at most {MAX_REPEATS:,}, got {value:,}")
             return cls(value, value)
         if not isinstance(value, Mapping):
             raise SpecError.one(
@@ -102,6 +106,8 @@ class Repeats:
             problems.append((f"{field}.min", f"must be an integer >= 2, got {low!r}"))
         if not _is_int(high) or (_is_int(low) and high < low):
             problems.append((f"{field}.max", f"must be an integer >= min, got {high!r}"))
+        elif cast(int, high) > MAX_REPEATS:
+            problems.append((f"{field}.max", f"must be at most {MAX_REPEATS:,}, got {high:,}"))
         if precision is not None and (
             isinstance(precision, bool)
             or not isinstance(precision, int | float)
