@@ -34,6 +34,7 @@ WORKER_COMMANDS = (
     "xadd",  # events: register, metric, log, final, error, bye
     "hget",  # the stop flag of a trial, the experiment's state
     "zadd",  # heartbeats
+    "expire",  # the expiry of a key a worker may make (its keys only, by the key pattern)
     "blpop",  # the next assignment
     "ping",  # redis-py's health check
     "select",  # a database other than 0 in the URL

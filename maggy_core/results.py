@@ -104,7 +104,7 @@ class Journal:
         p = Path(path)
         try:
             data = p.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):  # not there yet, or a folder made meanwhile
             return []
         out = []
         for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn

@@ -237,12 +237,13 @@ def points(driver: Any) -> dict[str, int]:
 
 
 def statuses(driver: Any) -> dict[str, str]:
-    from selenium.webdriver.common.by import By
-
-    return {
-        row.get_attribute("data-trial"): row.get_attribute("data-status")
-        for row in driver.find_elements(By.CSS_SELECTOR, "#trials-table tbody tr")
-    }
+    """Trial id -> status as the table shows it, read in one script call: the page
+    re-renders its rows as updates arrive, so rows found one call earlier may be gone."""
+    pairs = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#trials-table tbody tr'))"
+        ".map(r => [r.getAttribute('data-trial'), r.getAttribute('data-status')]);"
+    )
+    return {trial: status for trial, status in pairs or []}
 
 
 def page_diagnostics(driver: Any, server: AirflowServer, experiment_id: str) -> str:
