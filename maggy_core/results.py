@@ -56,6 +56,7 @@ from maggy_core.records import (
     record_from_json,
     summarize,
 )
+from maggy_core.storage import fsync_dir
 from maggy_core.trial import TrialStatus
 
 log = logging.getLogger("maggy")
@@ -360,7 +361,7 @@ class ResultStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(self.root)
+        fsync_dir(str(self.root))
         return path
 
     def retire_result(self) -> Path | None:
@@ -377,16 +378,6 @@ class ResultStore:
         for trial_id in list(self._logs):
             self.close_trial_log(trial_id)
         self.journal.close()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (where the platform allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -197,7 +197,7 @@ class Storage:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return path
 
     def write_text(self, text: str, *parts: str) -> str:
@@ -304,8 +304,9 @@ def _segment_numbers(storage: Storage) -> list[int]:
     return sorted(numbers)
 
 
-def _fsync_dir(folder: str) -> None:
-    """Make a rename in ``folder`` durable (POSIX: fsync the directory)."""
+def fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (POSIX: fsync the directory; nothing where
+    the platform does not allow it)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
