@@ -8,9 +8,13 @@ the coordinator makes a Redis ACL user for its experiment whose keys are only
 :class:`~maggy_core.channel.WorkerChannel` sends, with a random password, and
 hands the workers a URL with that user instead of its own.
 
-The user is made (or reset) when the experiment opens and deleted when it ends.
-A coordinator that crashes leaves it behind; it can only reach the keys of that
-experiment, which expire (see the channel), and the next run of the same
+The user is made (or reset) when the experiment opens and deleted when it ends
+(finished, failed or stopped: the runner drops it on every way out). A Redis
+restart that lost everything loses the user too; the channel's restore path makes
+it again with the same password, so the workers' connections authenticate again
+as soon as it is back (until then their reconnects fail and are retried like any
+outage). A coordinator that crashes leaves it behind; it can only reach the keys
+of that experiment, which expire (see the channel), and the next run of the same
 experiment resets it with a new password.
 
 When the server cannot do this (Redis before 6, or a connection not allowed to
@@ -23,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -50,6 +54,7 @@ class WorkerCredentials:
 
     username: str
     url: str  # the coordinator's URL with this user and password in it
+    password: str = field(repr=False, default="")  # to make the same user again
 
     def __repr__(self) -> str:  # the URL holds the password
         return f"WorkerCredentials(username={self.username!r})"
@@ -67,6 +72,12 @@ def key_pattern(experiment_id: str) -> str:
 
 def _with_user(url: str, username: str, password: str) -> str:
     parts = urlsplit(url)
+    if parts.scheme == "unix":  # redis-py reads a socket URL's credentials from its query
+        query = [
+            q for q in parts.query.split("&") if q and not q.startswith(("username=", "password="))
+        ]
+        query += [f"username={quote(username, safe='')}", f"password={quote(password, safe='')}"]
+        return urlunsplit(("unix", "", parts.path, "&".join(query), parts.fragment))
     host = parts.hostname or "localhost"
     if ":" in host:
         host = f"[{host}]"
@@ -76,7 +87,9 @@ def _with_user(url: str, username: str, password: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def worker_credentials(client: Any, url: str, experiment_id: str) -> WorkerCredentials | None:
+def worker_credentials(
+    client: Any, url: str, experiment_id: str, password: str | None = None
+) -> WorkerCredentials | None:
     """Make (or reset) the experiment's worker user; None when the server cannot.
 
     Args:
@@ -84,6 +97,8 @@ def worker_credentials(client: Any, url: str, experiment_id: str) -> WorkerCrede
         url: The coordinator's Redis URL; the workers' URL is the same server and
             database with the new user's name and password.
         experiment_id: Whose keys the user may touch.
+        password: Make the user again with this password (after a Redis restart
+            lost it: the workers hold a URL with it); default a new random one.
 
     Returns:
         The user and the workers' URL, or None (logged once, with the reason).
@@ -91,7 +106,8 @@ def worker_credentials(client: Any, url: str, experiment_id: str) -> WorkerCrede
     import redis
 
     username = username_for(experiment_id)
-    password = secrets.token_urlsafe(32)
+    again = password is not None
+    password = password or secrets.token_urlsafe(32)
     rules = [
         "reset",
         "on",
@@ -119,9 +135,12 @@ def worker_credentials(client: Any, url: str, experiment_id: str) -> WorkerCrede
         )
         return None
     log.info(
-        "experiment %s: workers use Redis user %s (its own keys only)", experiment_id, username
+        "experiment %s: workers use Redis user %s (its own keys only)%s",
+        experiment_id,
+        username,
+        " - made again" if again else "",
     )
-    return WorkerCredentials(username, _with_user(url, username, password))
+    return WorkerCredentials(username, _with_user(url, username, password), password)
 
 
 def drop_worker_user(client: Any, experiment_id: str) -> None:

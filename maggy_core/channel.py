@@ -45,6 +45,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from maggy_core.acl import WorkerCredentials, drop_worker_user, worker_credentials
 from maggy_core.exceptions import MessageError
 
 log = logging.getLogger("maggy.channel")
@@ -596,11 +597,45 @@ class CoordinatorChannel(_Channel):
 
     CONSUMER = "c"
 
-    def __init__(self, url: str, experiment_id: str) -> None:
+    def __init__(self, url: str, experiment_id: str, *, worker_user: bool = True) -> None:
         super().__init__(url, experiment_id)
         self._acked_since_trim = 0
         self._last_acked: bytes | None = None
         self._requests_at: bytes | str = "0-0"
+        # The experiment's own Redis user for its workers (see maggy_core.acl):
+        # None until open(), and for good when the server cannot make one.
+        self._want_worker_user = worker_user
+        self._worker_creds: WorkerCredentials | None = None
+
+    @property
+    def worker_url(self) -> str:
+        """The URL the workers connect with: the experiment's own Redis user when the
+        server could make it, else the coordinator's URL. Holds a password: never log it."""
+        return self._worker_creds.url if self._worker_creds is not None else self.url
+
+    def _make_worker_user(self) -> None:
+        """Make the workers' user (at open), or make it again with the same password
+        (a Redis restart lost it; the workers hold a URL with that password)."""
+        if not self._want_worker_user:
+            return
+        again = self._worker_creds
+        self._worker_creds = worker_credentials(
+            self.client, self.url, self.experiment_id, again.password if again else None
+        )
+        if self._worker_creds is None:
+            self._want_worker_user = False  # said why once (acl.py); the workers share ours
+            if again is not None:
+                log.error(
+                    "experiment %s: could not make the workers' Redis user again: "
+                    "they cannot reach Redis any more",
+                    self.experiment_id,
+                )
+
+    def drop_worker_user(self) -> None:
+        """Delete the workers' user (the experiment ended, however it ended)."""
+        if self._worker_creds is not None:
+            drop_worker_user(self.client, self.experiment_id)
+            self._worker_creds = None
 
     def open(self, epoch: int, meta: Mapping[str, Any]) -> None:
         """Start a fresh channel for a coordinator epoch.
@@ -614,11 +649,17 @@ class CoordinatorChannel(_Channel):
         if old:
             c.delete(*old)
         c.delete(self.key("keys"))
-        self.restore(epoch, meta)
+        self._make_worker_user()
+        self._restore(epoch, meta)
 
     def restore(self, epoch: int, meta: Mapping[str, Any]) -> None:
-        """Make again what a Redis restart lost (meta, the consumer group), without
-        deleting what workers wrote since."""
+        """Make again what a Redis restart lost (meta, the consumer group, the
+        workers' user), without deleting what workers wrote since."""
+        if self._worker_creds is not None:
+            self._make_worker_user()
+        self._restore(epoch, meta)
+
+    def _restore(self, epoch: int, meta: Mapping[str, Any]) -> None:
         self.set_meta(epoch=epoch, **meta)
         self._ensure_group()
         self._track(

@@ -382,6 +382,8 @@ def run_experiment(
         cleanup.callback(spark.close)
         url = cleanup.enter_context(redis_for_experiment(redis_url))
         channel = CoordinatorChannel(url, exp_id)
+        # The workers' own Redis user (made by coordinator.open) goes on every way out.
+        cleanup.callback(_drop_worker_user, channel)
         coordinator = Coordinator(
             spec,
             exp_id,
@@ -404,7 +406,7 @@ def run_experiment(
         )
         launch = Launch(
             exp_id,
-            url,
+            channel.worker_url,  # the experiment's own Redis user, when the server has ACLs
             epoch,
             spec.hb_interval,
             spec.optimization_key,
@@ -465,6 +467,21 @@ def run_experiment(
             channel.finish()
         channel.close()
     return result
+
+
+def _drop_worker_user(channel: CoordinatorChannel) -> None:
+    """Delete the workers' Redis user at the end of the run, however it ended."""
+    try:
+        channel.drop_worker_user()
+    except Exception as exc:  # Redis may be what failed
+        log.warning(
+            "experiment %s: could not delete the workers' Redis user (%s); it reaches "
+            "only this experiment's keys, and the next run of it resets its password",
+            channel.experiment_id,
+            exc,
+        )
+    finally:
+        channel.close()
 
 
 def _exit_deadline(seconds: float) -> threading.Timer:

@@ -7,14 +7,21 @@ import logging
 import shutil
 import socket
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 import redis
+from waiting import wait_for  # tests/, on sys.path
 
 from maggy_core.acl import WORKER_COMMANDS, drop_worker_user, username_for, worker_credentials
-from maggy_core.channel import WorkerChannel, key_prefix
+from maggy_core.channel import WorkerChannel, key_prefix, request_experiment_stop
+from maggy_core.results import read_records
+from maggy_core.runner import run_experiment
+from maggy_core.spec import ExperimentSpec
 
 pytestmark = pytest.mark.integration
 
@@ -27,48 +34,75 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
-    """A Redis of the test's own whose default user needs a password; its admin URL."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        from maggy_core.redis_server import PrivateRedis
+class PasswordRedis:
+    """A Redis of the test's own whose default user needs a password, without
+    persistence: :meth:`restart` brings it back empty (users included) on its port."""
 
-        exe = PrivateRedis.executable()
-    port = _free_port()
-    folder = tmp_path_factory.mktemp("redis-acl")
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-            "--requirepass",
-            ADMIN_PASSWORD,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://:{ADMIN_PASSWORD}@127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    def __init__(self, folder) -> None:
+        self.exe = shutil.which("redis-server")
+        if self.exe is None:
+            from maggy_core.redis_server import PrivateRedis
+
+            self.exe = PrivateRedis.executable()
+        self.folder = folder
+        self.port = _free_port()
+        self.url = f"redis://:{ADMIN_PASSWORD}@127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.exe,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--requirepass",
+                ADMIN_PASSWORD,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self, down: float) -> None:
+        self.stop()
+        time.sleep(down)
+        self.start()
+
+
+@pytest.fixture(scope="module")
+def password_redis(tmp_path_factory) -> Iterator[PasswordRedis]:
+    server = PasswordRedis(tmp_path_factory.mktemp("redis-acl"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(password_redis) -> str:
+    """The admin URL of the module's password-protected Redis."""
+    return password_redis.url
 
 
 def _denied(call) -> bool:
@@ -160,3 +194,156 @@ def test_the_command_list_is_what_the_worker_channel_sends():
     }
     allowed = {c.split("|")[0] for c in WORKER_COMMANDS}
     assert used <= allowed, f"WorkerChannel sends {sorted(used - allowed)}, which the user lacks"
+
+
+# ------------------------------------------------------------------ whole experiments
+
+
+def _acl_users(admin: redis.Redis) -> set[str]:
+    return {u.decode() for u in admin.execute_command("ACL", "USERS")}
+
+
+def _probing_spec(name: str, num_trials: int, seconds: float = 0.1) -> ExperimentSpec:
+    return ExperimentSpec.from_dict(
+        {
+            "name": name,
+            "searchspace": {"x": ["DOUBLE", [0.0, 1.0]]},
+            "num_trials": num_trials,
+            "workers": 2,
+            "es_policy": "none",
+            "hb_interval": 0.2,
+            "seed": 3,
+            "train_kwargs": {"seconds": seconds},
+        },
+        require_train_fn=False,
+    )
+
+
+def _probing_train(experiment_id: str, other_key: str):
+    """A training function that looks at the Redis connection its worker holds:
+    which user it is, and whether it can touch another experiment's key."""
+
+    def train(x, seconds, reporter):
+        import time as _time
+
+        import redis as _redis
+
+        client = reporter._channel.client  # the worker's own connection
+        username = client.connection_pool.connection_kwargs.get("username")
+        # A command the user has, on another experiment's key (the key pattern
+        # refuses it), and a command it lacks: both NOPERM.
+        refused = 0
+        for attempt in (
+            lambda: client.xadd(other_key.replace(":meta", ":events"), {"m": "{}"}),
+            lambda: client.hget(other_key, "state"),
+            lambda: client.hset(other_key, "stop_request", "forged by a worker"),
+        ):
+            try:
+                attempt()
+            except _redis.exceptions.NoPermissionError:
+                refused += 1
+        denied = float(refused == 3)
+        for step in range(3):
+            _time.sleep(seconds / 3)
+            reporter.broadcast(x, step=step)
+        return {
+            "metric": x,
+            "own_user": float(username == f"maggy-worker:{experiment_id}"),
+            "denied": denied,
+        }
+
+    return train
+
+
+@pytest.mark.usefixtures("local_spark")
+def test_an_experiment_runs_with_its_workers_on_their_own_user(server, tmp_path, caplog):
+    admin = redis.Redis.from_url(server)
+    exp = f"acl-run-{uuid.uuid4().hex[:6]}"
+    other = key_prefix(f"acl-other-{uuid.uuid4().hex[:6]}") + "meta"
+    admin.hset(other, "state", "running")
+    with caplog.at_level(logging.INFO, logger="maggy"):
+        result = run_experiment(
+            _probing_spec(exp, 6),
+            train_fn=_probing_train(exp, other),
+            redis_url=server,
+            results_dir=tmp_path,
+            experiment_id=exp,
+        )
+    assert result["status"] == "finished", result["reason"]
+    assert result["counts"]["finished"] == 6
+    for trial in result["trials"]:
+        assert trial["metrics"]["own_user"] == 1.0, trial  # the worker was its own user
+        assert trial["metrics"]["denied"] == 1.0, trial  # NOPERM on another experiment's key
+    assert admin.hget(other, "stop_request") is None
+    assert f"workers use Redis user {username_for(exp)}" in caplog.text
+    assert username_for(exp) not in _acl_users(admin)  # dropped at the end
+    assert quote(username_for(exp), safe="") not in caplog.text  # nor its URL in a log line
+
+
+@pytest.mark.usefixtures("local_spark")
+def test_an_empty_restart_mid_run_makes_the_user_again(password_redis, tmp_path, caplog):
+    exp = f"acl-restart-{uuid.uuid4().hex[:6]}"
+    other = key_prefix(f"acl-other-{uuid.uuid4().hex[:6]}") + "meta"
+    out: dict = {}
+    thread = threading.Thread(
+        target=lambda: out.update(
+            run_experiment(
+                _probing_spec(exp, 10, seconds=0.3),
+                train_fn=_probing_train(exp, other),
+                redis_url=password_redis.url,
+                results_dir=tmp_path,
+                experiment_id=exp,
+            )
+        ),
+        daemon=True,
+    )
+    folder = tmp_path / exp
+    with caplog.at_level(logging.INFO, logger="maggy"):
+        thread.start()
+        wait_for(
+            lambda: sum(r.type == "trial_ended" for r in read_records(folder)) >= 2,
+            240,
+            "two trials to end",
+        )
+        password_redis.restart(1.0)  # empty: keys and users gone
+        assert username_for(exp) not in _acl_users(redis.Redis.from_url(password_redis.url))
+        thread.join(240)
+    assert not thread.is_alive(), "the experiment did not end after the restart"
+    assert out["status"] == "finished", out.get("reason")
+    assert out["counts"]["finished"] == 10
+    assert all(t["metrics"]["own_user"] == 1.0 for t in out["trials"])
+    assert "made again" in caplog.text
+    assert username_for(exp) not in _acl_users(redis.Redis.from_url(password_redis.url))
+    # No log line holds the workers' URL (its user name is percent-encoded in it).
+    assert quote(username_for(exp), safe="") not in caplog.text
+
+
+@pytest.mark.usefixtures("local_spark")
+def test_a_stopped_experiment_drops_its_user_too(server, tmp_path):
+    admin = redis.Redis.from_url(server)
+    exp = f"acl-stop-{uuid.uuid4().hex[:6]}"
+    out: dict = {}
+    thread = threading.Thread(
+        target=lambda: out.update(
+            run_experiment(
+                _probing_spec(exp, 40, seconds=0.3),
+                train_fn=_probing_train(exp, key_prefix("nobody") + "meta"),
+                redis_url=server,
+                results_dir=tmp_path,
+                experiment_id=exp,
+            )
+        ),
+        daemon=True,
+    )
+    thread.start()
+    wait_for(lambda: username_for(exp) in _acl_users(admin), 120, "the user to be made")
+    wait_for(
+        lambda: any(r.type == "trial_ended" for r in read_records(tmp_path / exp)),
+        240,
+        "a trial to end",
+    )
+    assert request_experiment_stop(admin, exp, "the test")
+    thread.join(120)
+    assert not thread.is_alive()
+    assert out["status"] == "stopped"
+    assert username_for(exp) not in _acl_users(admin)
