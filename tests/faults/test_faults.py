@@ -240,3 +240,64 @@ def test_sigkill_of_the_driver_at_a_random_point_then_resume(tmp_path, redis_url
     result = json.loads((folder / "result.json").read_text())
     assert result["status"] == "finished" and result["counts"]["finished"] == 8
     check_invariants(result, folder, before)
+
+
+def _worker_pids(client: Any, prefix: str) -> dict[str, int]:
+    """Worker id -> the pid it registered with (from the event stream)."""
+    pids = {}
+    for _id, fields in client.xrange(prefix + "events"):
+        try:
+            msg = json.loads(fields.get(b"m", b""))
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and msg.get("type") == "register":
+            pids[msg["worker"]] = msg["pid"]
+    return pids
+
+
+def _running(folder: Path) -> dict[str, str]:
+    """Trial id -> worker of the trials started and not ended, from the journal."""
+    running: dict[str, str] = {}
+    for r in read_records(folder):
+        if r.type == "trial_started":
+            running[r.trial_id] = r.worker  # type: ignore[attr-defined]
+        elif r.type == "trial_ended":
+            running.pop(r.trial_id, None)  # type: ignore[attr-defined]
+    return running
+
+
+@pytest.mark.usefixtures("local_spark")
+def test_a_python_worker_sigkilled_mid_trial(tmp_path, redis_url):
+    """The worker's process dies (SIGKILL, as the OOM killer does) while it runs a
+    trial: Spark starts its task again, the trial runs again on a worker, nothing
+    else runs twice, the experiment finishes."""
+    exp = f"workerkill-{uuid.uuid4().hex[:6]}"
+    spec = sleep_spec(
+        exp, 8, searchspace={"seconds": ["DOUBLE", [0.8, 1.2]], "x": ["DOUBLE", [-1, 1]]}
+    )
+    thread, out = run_in_thread(spec, redis_url, tmp_path, exp)
+    folder = tmp_path / exp
+    client = ch.connect(redis_url)
+    prefix = ch.key_prefix(exp)
+    wait_for(lambda: len(ended_trials(folder)) >= 2, 240, "two trials to end")
+    victim: dict[str, Any] = {}
+
+    def pick() -> bool:
+        pids = _worker_pids(client, prefix)
+        for trial, worker in _running(folder).items():
+            if worker in pids:
+                victim.update(trial=trial, worker=worker, pid=pids[worker])
+                return True
+        return False
+
+    wait_for(pick, 60, "a running trial on a registered worker")
+    before = ended_trials(folder)
+    os.kill(victim["pid"], signal.SIGKILL)
+    thread.join(240)
+    assert not thread.is_alive(), "the experiment did not end after the worker was killed"
+    assert out["status"] == "finished", out.get("reason")
+    assert out["counts"]["finished"] == 8
+    killed = next(t for t in out["trials"] if t["trial_id"] == victim["trial"])
+    assert killed["attempts"] == 2 and killed["status"] == "finished", killed
+    assert len(out["workers"]) >= 3  # Spark's new task registered as a new worker
+    check_invariants(out, folder, before)
