@@ -442,7 +442,7 @@ def run_experiment(
                 # Whatever broke (Redis gone for good, a bug), the trials that
                 # ended are in the journal and go into result.json below.
                 log.exception("the coordinator failed")
-                coordinator.fail(f"the coordinator failed: {type(exc).__name__}: {exc}")
+                coordinator.fail(_failure_reason(exc, store.root))
             if coordinator.status == "finished":
                 job.finish(grace)
             else:
@@ -456,17 +456,48 @@ def run_experiment(
             if job.error is not None and result["status"] == "failed":
                 result["reason"] += f"; Spark: {type(job.error).__name__}: {str(job.error)[:500]}"
         mode.finish(spec, result, results_root=root, experiment_dir=store.root)
-        store.write_result(result)
+        _write_result(store, result)
         if deadline is not None:
             deadline.cancel()
         with contextlib.suppress(Exception):  # Redis may be what failed
             coordinator.publish_summary(result)
-        coordinator.ended(result["status"], result["reason"])
-        store.close()
+        try:
+            coordinator.ended(result["status"], result["reason"])
+            store.close()
+        except OSError as exc:  # the folder cannot be written (see _write_result)
+            log.error("could not end the journal in %s: %s", store.root, exc)
         with contextlib.suppress(Exception):  # Redis may be what failed; keys expire anyway
             channel.finish()
         channel.close()
     return result
+
+
+def _failure_reason(exc: Exception, root: Path) -> str:
+    """Why the coordinator failed; a write to the results directory that failed
+    (disk full, a file size limit, the folder replaced) says so, and what is kept."""
+    if isinstance(exc, OSError):
+        return (
+            f"the results directory {root} cannot be written: {exc}; the trials that "
+            "ended before are in its journal: run the same experiment id again once it "
+            "can be written, and it resumes from there"
+        )
+    return f"the coordinator failed: {type(exc).__name__}: {exc}"
+
+
+def _write_result(store: ResultStore, result: dict[str, Any]) -> None:
+    """Write ``result.json``; when the folder cannot be written, fail the result with
+    the reason instead of raising (the caller still returns it, and ``maggy run``
+    prints it): the journal holds every trial that ended before, and a run of the
+    same experiment id resumes from it and writes ``result.json`` then."""
+    try:
+        store.write_result(result)
+    except OSError as exc:
+        log.error("could not write %s: %s", store.root / "result.json", exc)
+        reason = f"result.json could not be written to {store.root}: {exc}"
+        if result["status"] == "failed":
+            result["reason"] = f"{result['reason']}; {reason}"
+        else:
+            result["status"], result["reason"] = "failed", reason
 
 
 def _drop_worker_user(channel: CoordinatorChannel) -> None:

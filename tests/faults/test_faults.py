@@ -301,3 +301,64 @@ def test_a_python_worker_sigkilled_mid_trial(tmp_path, redis_url):
     assert killed["attempts"] == 2 and killed["status"] == "finished", killed
     assert len(out["workers"]) >= 3  # Spark's new task registered as a new worker
     check_invariants(out, folder, before)
+
+
+def _make_unwritable(how: str, folder: Path, pid: int) -> None:
+    """Make the experiment's folder unwritable for the driver ``pid``. The tests run
+    as root, whom ``chmod`` does not stop, so: ``fsize``: a file size limit on the
+    driver at the journal's current size (``prlimit``: every write past it fails
+    with EFBIG, as on a full disk or quota, and the record being written is torn);
+    ``replaced``: the folder moved away and a file put at its path (the journal,
+    already open, follows the moved folder; every new file, result.json's
+    temporary included, fails with ENOTDIR)."""
+    import resource
+
+    if how == "fsize":
+        size = (folder / "journal.jsonl").stat().st_size
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (size + 64, size + 64))
+    else:
+        folder.rename(folder.with_name(folder.name + ".moved"))
+        folder.write_text("not a folder any more")
+
+
+def _make_writable(how: str, folder: Path) -> None:
+    if how == "replaced":
+        folder.unlink()
+        folder.with_name(folder.name + ".moved").rename(folder)
+
+
+@pytest.mark.parametrize("how", ["fsize", "replaced"])
+def test_the_results_directory_becoming_unwritable(tmp_path, redis_url, how):
+    """The run fails cleanly (never hangs) with a reason naming the folder, and
+    returns its result (``maggy run`` prints it); nothing that ended before is lost:
+    once the folder is writable again, the same experiment id resumes from the
+    journal, runs nothing that had ended again, and writes result.json."""
+    exp = f"unwritable-{how}-{uuid.uuid4().hex[:6]}"
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(sleep_spec(exp, 12).to_dict()))
+    folder = tmp_path / exp
+    command = [sys.executable, "-m", "maggy_core.cli", "run", str(spec_path), "--redis-url",
+               redis_url, "--results-dir", str(tmp_path), "--experiment-id", exp, "-q", "--json"]  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_for(lambda: len(ended_trials(folder)) >= 3, 120, "three trials to end")
+        before = ended_trials(folder)
+        _make_unwritable(how, folder, proc.pid)
+        stdout, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1  # EXIT_FAILED, not a crash
+    printed = json.loads(stdout)
+    assert printed["status"] == "failed" and str(folder) in printed["reason"], printed["reason"]
+    assert not (folder / "result.json").exists()
+    _make_writable(how, folder)
+    assert before <= ended_trials(folder)  # everything that had ended is in the journal
+
+    again = _maggy_run(spec_path, tmp_path, redis_url, exp)
+    assert again.wait(300) == 0
+    result = json.loads((folder / "result.json").read_text())
+    assert result["status"] == "finished" and result["counts"]["finished"] == 12
+    check_invariants(result, folder, before)
