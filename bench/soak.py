@@ -132,7 +132,7 @@ def journal(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
-def running_now(folder: Path) -> int:
+def running_now(folder: Path) -> set[str]:
     """Trials started and not ended, from the journal as it stands."""
     running: set[str] = set()
     for rec in journal(folder):
@@ -140,7 +140,7 @@ def running_now(folder: Path) -> int:
             running.add(rec["trial_id"])
         elif rec.get("type") == "trial_ended":
             running.discard(rec["trial_id"])
-    return len(running)
+    return running
 
 
 def worker_processes(root_pid: int) -> list[Any]:
@@ -219,7 +219,10 @@ class Injector(threading.Thread):
 
     def inject(self, kind: str) -> None:
         run, at = self.run_, time.monotonic()
-        record: dict[str, Any] = {"kind": kind, "at": at, "in_flight": 0}
+        # What runs as the fault strikes (every running trial: for a worker kill, a
+        # superset of the victim's): the only trials a fault may make run again.
+        running = running_now(run.folder)
+        record: dict[str, Any] = {"kind": kind, "at": at, "in_flight": 0, "running": running}
         if kind == "worker":
             victims = worker_processes(run.proc.pid) if run.proc else []
             if not victims:
@@ -228,7 +231,8 @@ class Injector(threading.Thread):
             record["in_flight"] = 1
         elif kind == "driver":
             with self.lock:
-                record["in_flight"] = running_now(run.folder)
+                running = record["running"] = running_now(run.folder)
+                record["in_flight"] = len(running)
                 run.kill_driver()
                 time.sleep(self.rng.uniform(0.2, 1.0))
                 run.start()
@@ -320,6 +324,8 @@ def analyse(run: Run, num_trials: int) -> dict[str, Any]:
     statuses = collections.Counter(t.get("status") for t in result.get("trials", []))
     terminal = {t["trial_id"] for t in result.get("trials", []) if t.get("status") != "running"}
     journal_ended = collections.Counter(ended)
+    rerun = {t for t, n in started.items() if n > 1}
+    at_a_fault = set().union(*(f.get("running", set()) for f in run.faults))
     return {
         "status": result.get("status", "none"),
         "reason": result.get("reason", ""),
@@ -332,6 +338,8 @@ def analyse(run: Run, num_trials: int) -> dict[str, Any]:
         "run_more_than_once": sum(1 for n in started.values() if n > 1),
         "extra_runs": sum(n - 1 for n in started.values() if n > 1),
         "in_flight_at_faults": sum(f.get("in_flight", 0) for f in run.faults),
+        # Trials that ran again although none of the faults struck while they ran.
+        "rerun_not_at_a_fault": sorted(rerun - at_a_fault),
         "exactly_once_in_result": bool(in_result) and all(n == 1 for n in in_result.values()),
         "ended_twice_in_journal": sum(1 for n in journal_ended.values() if n > 1),
         "journal_matches_result": set(journal_ended) == terminal,
@@ -398,6 +406,12 @@ def main() -> None:
                 f"<= {hit['in_flight_at_faults']} (in flight at a fault)",
             ],
             [
+                "reruns not running at any fault",
+                len(peer["rerun_not_at_a_fault"]),
+                len(hit["rerun_not_at_a_fault"]),
+                0,
+            ],
+            [
                 "every trial once in result.json",
                 peer["exactly_once_in_result"],
                 hit["exactly_once_in_result"],
@@ -427,6 +441,7 @@ def main() -> None:
         and not hit["hung"]
         and hit["lost"] == 0
         and hit["run_more_than_once"] <= hit["in_flight_at_faults"]
+        and not hit["rerun_not_at_a_fault"]
         and hit["exactly_once_in_result"]
         and hit["journal_matches_result"]
     )

@@ -583,7 +583,7 @@ class WorkerChannel(_Channel):
 
     def experiment_state(self) -> str | None:
         raw = self.client.hget(self.key("meta"), "state")
-        return raw.decode() if raw is not None else None
+        return raw.decode("utf-8", "replace") if raw is not None else None
 
     def close(self) -> None:
         super().close()
@@ -684,9 +684,13 @@ class CoordinatorChannel(_Channel):
         self.client.sadd(self.key("keys"), *keys)
 
     def epoch(self) -> int | None:
-        """The coordinator epoch in ``meta``; None when Redis lost it."""
+        """The coordinator epoch in ``meta``; None when Redis lost it (or it is not
+        a number: the coordinator restores it like a lost one)."""
         raw = self.client.hget(self.key("meta"), "epoch")
-        return None if raw is None else int(raw)
+        try:
+            return None if raw is None else int(raw)
+        except ValueError:
+            return None
 
     def follower_present(self) -> bool:
         """Whether a follower has touched its key within its lease."""
@@ -784,8 +788,10 @@ class CoordinatorChannel(_Channel):
 
     def heartbeats(self) -> dict[str, float]:
         """Worker id -> time of its last heartbeat."""
+        # A member that is not UTF-8 was not written by a worker; replaced characters
+        # make it a name no worker has.
         return {
-            w.decode(): score
+            w.decode("utf-8", "replace"): score
             for w, score in self.client.zrange(self.key("workers"), 0, -1, withscores=True)
         }
 
