@@ -208,11 +208,13 @@ def _second_run(folder: Path) -> int:
     return starts[1]
 
 
-def _maggy_run(spec_path: Path, results: Path, url: str, exp: str) -> subprocess.Popen:
+def _maggy_run(
+    spec_path: Path, results: Path, url: str, exp: str, *more: str, stdout: int = subprocess.DEVNULL
+) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "maggy_core.cli", "run", str(spec_path), "--redis-url", url,
-         "--results-dir", str(results), "--experiment-id", exp, "-q"],
-        stdout=subprocess.DEVNULL,
+         "--results-dir", str(results), "--experiment-id", exp, "-q", *more],
+        stdout=stdout,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
@@ -337,11 +339,7 @@ def test_the_results_directory_becoming_unwritable(tmp_path, redis_url, how):
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(sleep_spec(exp, 12).to_dict()))
     folder = tmp_path / exp
-    command = [sys.executable, "-m", "maggy_core.cli", "run", str(spec_path), "--redis-url",
-               redis_url, "--results-dir", str(tmp_path), "--experiment-id", exp, "-q", "--json"]  # fmt: skip
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    proc = _maggy_run(spec_path, tmp_path, redis_url, exp, "--json", stdout=subprocess.PIPE)
     try:
         wait_for(lambda: len(ended_trials(folder)) >= 3, 120, "three trials to end")
         before = ended_trials(folder)
