@@ -12,7 +12,8 @@ private Redis server that this script owns:
   (Redis answers nobody for 1-3 s: ``CLIENT PAUSE``), ``restart`` (Redis stops,
   losing everything it held, and comes back empty on the same port 0.5-2 s later)
   and ``hostile`` (garbage, deep nesting, huge values, wrong types and forged
-  outcomes on the experiment's event stream and assignment lists).
+  outcomes on the experiment's event and request streams and assignment lists;
+  undecodable members and values in its heartbeats set, ``meta`` and ``ctl``).
 
 It prints, from the journal and ``result.json`` of the faulted run: trials lost
 (target 0), trials run more than once and how many were in flight at a fault
@@ -251,7 +252,10 @@ class Injector(threading.Thread):
             sent = 0
             for message in hostile_messages(self.rng):
                 client.xadd(prefix + "events", {"m": message})
-                sent += 1
+                client.xadd(prefix + "requests", {"m": message})
+                sent += 2
+            client.zadd(prefix + "workers", {b"\xff\xfe": time.time(), "y" * 10_000: 0})
+            client.hset(prefix + "meta", "state", b"\xff\xfe")
             for key in client.scan_iter(match=prefix + "assign:*", count=100):
                 client.rpush(key, b"{not json", json.dumps({"v": 1, "type": "trial"}))
                 sent += 2

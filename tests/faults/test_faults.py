@@ -145,6 +145,20 @@ def test_hostile_messages_on_every_stream_and_list(tmp_path, redis_url):
         json.dumps({"v": 2, "type": "metric"}),
         json.dumps(["a", "list"]),
     ]  # fmt: skip
+    # Forged outcomes of trials running right now: from a worker that does not run
+    # them, and from the right worker with another epoch or attempt.
+    wait_for(lambda: bool(_running(folder)), 60, "a trial to be running")
+    for trial, worker in _running(folder).items():
+        other = next((w for w in workers if w != worker), "e1-w9.9")
+        final = {"v": 1, "type": "final", "trial": trial, "status": "finished", "metric": 1e9,
+                 "metrics": {}, "start": 0, "duration": 0, "seq": 10**9}  # fmt: skip
+        hostile += [
+            json.dumps({**final, "worker": other, "epoch": 1, "attempt": 1}),
+            json.dumps({**final, "worker": worker, "epoch": 2, "attempt": 1}),
+            json.dumps({**final, "worker": worker, "epoch": 1, "attempt": 5}),
+            json.dumps({**final, "type": "metric", "worker": other, "epoch": 1, "attempt": 1,
+                        "step": 1, "value": 1e9}),
+        ]  # fmt: skip
     for body in hostile:
         client.xadd(prefix + "events", {"m": body})
         client.xadd(prefix + ch.REQUESTS, {"m": body})
