@@ -49,6 +49,7 @@ from bench._common import ROOT, OtherCpu, finish, fmt, header, ratio, table  # n
 
 FAULTS = ("worker", "driver", "pause", "restart", "hostile")
 MAX_DRIVER_KILLS = 3
+MAX_RETRIES = 10  # starts again of a driver that exited without a result
 RUN_TIMEOUT = 900.0  # a run that has not ended by then counts as hung
 
 
@@ -80,6 +81,7 @@ class Run:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    retries: int = 0  # starts after the driver exited without a result
     wall: float = 0.0
     hung: bool = False
     faults: list[dict[str, Any]] = field(default_factory=list)
@@ -304,6 +306,17 @@ def execute(run: Run, injector: Injector | None) -> None:
                 code = proc.poll() if proc else None
             if code is not None and (run.folder / "result.json").exists():
                 break
+            if code is not None:
+                # The driver gave up without a result: ``maggy run`` refuses to start
+                # while Redis does not answer (a restart fault as it started). Run it
+                # again, as a scheduler's retry would; the resume loses nothing.
+                if run.retries >= MAX_RETRIES:
+                    break
+                with lock:
+                    if run.proc is proc:
+                        run.retries += 1
+                        time.sleep(1.0)
+                        run.start()
             time.sleep(0.2)
         else:
             run.hung = True
@@ -335,6 +348,7 @@ def analyse(run: Run, num_trials: int) -> dict[str, Any]:
         "reason": result.get("reason", ""),
         "hung": run.hung,
         "starts": run.starts,
+        "retries": run.retries,
         "wall": run.wall,
         "ended_trials": len(terminal),
         "lost": max(0, num_trials - len(terminal)),
@@ -393,7 +407,10 @@ def main() -> None:
         finally:
             redis.stop()
         figures[name] = analyse(run, trials)
-        print(f"  {name}: {figures[name]['status']} in {run.wall:.1f} s ({run.starts} start(s))")
+        print(
+            f"  {name}: {figures[name]['status']} in {run.wall:.1f} s ({run.starts} start(s), "
+            f"{run.retries} after the driver exited without a result)"
+        )
     peer, hit = figures["peer"], figures["faulted"]
     print()
     table(
