@@ -222,10 +222,16 @@ class Injector(threading.Thread):
 
     def inject(self, kind: str) -> None:
         run, at = self.run_, time.monotonic()
-        # What runs as the fault strikes (every running trial: for a worker kill, a
-        # superset of the victim's): the only trials a fault may make run again.
+        # What runs as the fault strikes, the only trials it may make run again: every
+        # trial running just before it or just after it is done (a killed worker's
+        # trial has not ended then; trials are shorter than finding the victim).
         running = running_now(run.folder)
         record: dict[str, Any] = {"kind": kind, "at": at, "in_flight": 0, "running": running}
+        self._inject(kind, record)
+        running |= running_now(run.folder)
+
+    def _inject(self, kind: str, record: dict[str, Any]) -> None:
+        run = self.run_
         if kind == "worker":
             victims = worker_processes(run.proc.pid) if run.proc else []
             if not victims:
@@ -234,9 +240,8 @@ class Injector(threading.Thread):
             record["in_flight"] = 1
         elif kind == "driver":
             with self.lock:
-                running = record["running"] = running_now(run.folder)
-                record["in_flight"] = len(running)
                 run.kill_driver()
+                record["in_flight"] = len(running_now(run.folder))  # its journal is final
                 time.sleep(self.rng.uniform(0.2, 1.0))
                 run.start()
         elif kind == "pause":
