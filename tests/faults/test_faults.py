@@ -300,7 +300,8 @@ def test_a_python_worker_sigkilled_mid_trial(tmp_path, redis_url):
 
     def pick() -> bool:
         pids = _worker_pids(client, prefix)
-        for trial, worker in _running(folder).items():
+        # The latest trial to start: the most of its run is still ahead of the kill.
+        for trial, worker in reversed(_running(folder).items()):
             if worker in pids:
                 victim.update(trial=trial, worker=worker, pid=pids[worker])
                 return True

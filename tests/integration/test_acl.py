@@ -288,7 +288,7 @@ def test_an_empty_restart_mid_run_makes_the_user_again(password_redis, tmp_path,
     thread = threading.Thread(
         target=lambda: out.update(
             run_experiment(
-                _probing_spec(exp, 10, seconds=0.3),
+                _probing_spec(exp, 16, seconds=0.3),
                 train_fn=_probing_train(exp, other),
                 redis_url=password_redis.url,
                 results_dir=tmp_path,
@@ -310,7 +310,7 @@ def test_an_empty_restart_mid_run_makes_the_user_again(password_redis, tmp_path,
         thread.join(240)
     assert not thread.is_alive(), "the experiment did not end after the restart"
     assert out["status"] == "finished", out.get("reason")
-    assert out["counts"]["finished"] == 10
+    assert out["counts"]["finished"] == 16
     assert all(t["metrics"]["own_user"] == 1.0 for t in out["trials"])
     assert "made again" in caplog.text
     assert username_for(exp) not in _acl_users(redis.Redis.from_url(password_redis.url))
