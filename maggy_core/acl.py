@@ -77,7 +77,7 @@ def _with_user(url: str, username: str, password: str) -> str:
             q for q in parts.query.split("&") if q and not q.startswith(("username=", "password="))
         ]
         query += [f"username={quote(username, safe='')}", f"password={quote(password, safe='')}"]
-        return urlunsplit(("unix", "", parts.path, "&".join(query), parts.fragment))
+        return f"unix://{parts.path}?{'&'.join(query)}"  # urlunsplit drops the "//"
     host = parts.hostname or "localhost"
     if ":" in host:
         host = f"[{host}]"

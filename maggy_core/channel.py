@@ -597,14 +597,14 @@ class CoordinatorChannel(_Channel):
 
     CONSUMER = "c"
 
-    def __init__(self, url: str, experiment_id: str, *, worker_user: bool = True) -> None:
+    def __init__(self, url: str, experiment_id: str) -> None:
         super().__init__(url, experiment_id)
         self._acked_since_trim = 0
         self._last_acked: bytes | None = None
         self._requests_at: bytes | str = "0-0"
         # The experiment's own Redis user for its workers (see maggy_core.acl):
         # None until open(), and for good when the server cannot make one.
-        self._want_worker_user = worker_user
+        self._want_worker_user = True
         self._worker_creds: WorkerCredentials | None = None
 
     @property

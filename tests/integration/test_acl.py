@@ -347,3 +347,21 @@ def test_a_stopped_experiment_drops_its_user_too(server, tmp_path):
     assert not thread.is_alive()
     assert out["status"] == "stopped"
     assert username_for(exp) not in _acl_users(admin)
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("redis://:admin@10.0.0.1:6380/2", {"host": "10.0.0.1", "port": 6380, "db": 2}),
+        ("rediss://[::1]:6379/0?ssl_cert_reqs=none", {"host": "::1", "port": 6379, "db": 0}),
+        ("unix:///run/redis.sock?db=3", {"path": "/run/redis.sock", "db": 3}),
+    ],
+)
+def test_the_workers_url_is_the_same_server_with_the_new_user(url, where):
+    from maggy_core.acl import _with_user
+
+    kwargs = redis.ConnectionPool.from_url(
+        _with_user(url, "maggy-worker:e/1", "p@ss:w/rd")
+    ).connection_kwargs
+    assert kwargs["username"] == "maggy-worker:e/1" and kwargs["password"] == "p@ss:w/rd"
+    assert {k: kwargs[k] for k in where} == where
