@@ -212,18 +212,24 @@ def key_prefix(experiment_id: str) -> str:
     return f"maggy:{{{experiment_id}}}:"
 
 
-def connect(url: str):  # -> redis.Redis
+def connect(url: str, password: str | None = None):  # -> redis.Redis
     """A Redis client that reconnects with bounded exponential backoff.
 
     Socket timeouts are longer than the longest blocking read we issue (1 s), so a
-    blocking read never looks like a dead connection.
+    blocking read never looks like a dead connection. The password is ``password``,
+    else ``$MAGGY_REDIS_PASSWORD``, unless the URL carries one
+    (:func:`maggy_core.redis_server.password`): the driver and the executors get
+    the password apart from the URL, which goes into messages and logs.
     """
     import redis
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
+    from maggy_core.redis_server import password as redis_password
+
     return redis.Redis.from_url(
         url,
+        password=redis_password(password),
         socket_timeout=15,
         socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=10),
