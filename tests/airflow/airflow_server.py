@@ -190,6 +190,8 @@ class AirflowServer:
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 "AIRFLOW_CONN_REDIS_DEFAULT": self.redis_url,
                 "MAGGY_RESULTS_DIR": str(self.results_dir),
+                # One machine, local Spark: a deferred task's driver runs here, detached.
+                "AIRFLOW__MAGGY__ALLOW_LOCAL_DEFERRAL": "True",
                 "PYSPARK_PYTHON": sys.executable,
                 "PYSPARK_DRIVER_PYTHON": sys.executable,
                 "SPARK_LOCAL_IP": HOST,

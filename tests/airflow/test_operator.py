@@ -270,6 +270,7 @@ class TestTrigger:
             "status": "finished",
             "experiment_id": experiment_id,
             "summary": summary,
+            "driver_log": None,
         }
 
     def test_fires_an_error_when_the_experiment_never_starts(self, redis_url, experiment_id):
