@@ -516,14 +516,17 @@ class MaggyOperator(BaseOperator):
         from maggy_core.redis_server import PASSWORD_ENV_VAR
 
         secret = str(self._redis_password)
-        self._secret_file = SecretProperties(
-            {
-                f"spark.executorEnv.{PASSWORD_ENV_VAR}": secret,
-                f"spark.yarn.appMasterEnv.{PASSWORD_ENV_VAR}": secret,
-                f"spark.kubernetes.driverEnv.{PASSWORD_ENV_VAR}": secret,
-            },
-            base=user_file,
-        )
+        settings = {
+            f"spark.executorEnv.{PASSWORD_ENV_VAR}": secret,
+            f"spark.yarn.appMasterEnv.{PASSWORD_ENV_VAR}": secret,
+            f"spark.kubernetes.driverEnv.{PASSWORD_ENV_VAR}": secret,
+        }
+        # A Kubernetes secret named in spark_conf gives it instead (not in the pod spec).
+        user_conf = self.spark_conf or {}
+        for role, key in (("driver", "kubernetes.driverEnv"), ("executor", "executorEnv")):
+            if f"spark.kubernetes.{role}.secretKeyRef.{PASSWORD_ENV_VAR}" in user_conf:
+                del settings[f"spark.{key}.{PASSWORD_ENV_VAR}"]
+        self._secret_file = SecretProperties(settings, base=user_file)
         return {PASSWORD_ENV_VAR: secret}, self._secret_file.path
 
     def _remove_secret_file(self) -> None:

@@ -266,6 +266,19 @@ class TestSecretSubmission:
         assert self.SECRET not in command and "MAGGY_REDIS_PASSWORD" not in command
         operator._remove_secret_file()
 
+    def test_a_kubernetes_secret_named_in_spark_conf_replaces_the_env(self, monkeypatch, tmp_path):
+        ref = "spark.kubernetes.{}.secretKeyRef.MAGGY_REDIS_PASSWORD"
+        operator = self._operator(
+            monkeypatch,
+            tmp_path,
+            spark_conf={ref.format("driver"): "redis:pw", ref.format("executor"): "redis:pw"},
+        )
+        spec = ExperimentSpec.from_dict({**CONFIG, "train_fn": "m:f", "name": "n"})
+        command = operator._make_hook(spec, "/tmp/results").build_command("app.py")
+        props = _java_properties(command[command.index("--properties-file") + 1])
+        assert set(props) == {"spark.yarn.appMasterEnv.MAGGY_REDIS_PASSWORD"}
+        operator._remove_secret_file()
+
     def test_the_users_properties_file_is_kept(self, monkeypatch, tmp_path):
         user = tmp_path / "mine.properties"
         user.write_text("spark.executor.memory=3g\n")
