@@ -227,12 +227,25 @@ def connect(url: str, password: str | None = None):  # -> redis.Redis
 
     from maggy_core.redis_server import password as redis_password
 
+    class _Retry(Retry):
+        """Retries what may heal (a lost connection, a timeout), not a refused
+        password: redis-py's AuthenticationError is a ConnectionError, and a wrong
+        password was retried for minutes before the error reached anyone."""
+
+        def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):  # type: ignore[no-untyped-def, override]
+            def retryable(error: Exception) -> bool:
+                if isinstance(error, redis.AuthenticationError):
+                    return False
+                return is_retryable(error) if is_retryable else True
+
+            return super().call_with_retry(do, fail, retryable, with_failure_count)
+
     return redis.Redis.from_url(
         url,
         password=redis_password(password),
         socket_timeout=15,
         socket_connect_timeout=5,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=10),
+        retry=_Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=10),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         health_check_interval=30,
         decode_responses=False,

@@ -84,6 +84,28 @@ def connection(secret_redis, monkeypatch) -> str:
     return CONN_ID
 
 
+def test_the_engine_takes_the_password_apart_from_the_url(secret_redis, monkeypatch):
+    from maggy_core.channel import connect
+    from maggy_core.redis_server import ping, redact, without_password
+
+    port, password = secret_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    full = f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0"
+    assert without_password(full) == (url, password)
+    assert without_password(f"rediss://u:{quote(password, safe='')}@h:1/2?a=b") == (
+        "rediss://u@h:1/2?a=b",
+        password,
+    )
+    assert leaks(password, {"redacted": redact(full)}) == [] and "***" in redact(full)
+    monkeypatch.delenv("MAGGY_REDIS_PASSWORD", raising=False)
+    assert not ping(url)
+    with pytest.raises(redis.AuthenticationError):
+        connect(url).ping()
+    assert connect(url, password).ping() and connect(full).ping() and ping(url, secret=password)
+    monkeypatch.setenv("MAGGY_REDIS_PASSWORD", password)
+    assert connect(url).ping() and ping(url)
+
+
 def encodings(password: str) -> dict[str, str]:
     raw = password.encode()
     return {
