@@ -6,6 +6,7 @@ they ran, for the password raw, percent-encoded and in base64."""
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import secrets
 import shutil
@@ -22,7 +23,7 @@ import redis
 from airflow_server import free_port, wait_for
 from test_dags import airflow_db  # noqa: F401 - the fixture
 
-from maggy_airflow.operators import MaggyTrigger
+from maggy_airflow.operators import MaggyOperator, MaggyTrigger
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.slow]
 
@@ -140,6 +141,8 @@ class CommandLines:
 
 
 DAG_FILE = """
+import datetime
+
 import pendulum
 from airflow.sdk import DAG
 
@@ -253,6 +256,14 @@ def test_a_deferred_run_keeps_the_password_out_of_the_trigger(
         return data
 
     monkeypatch.setattr(MaggyTrigger, "serialize", recording)
+    timeouts: list[object] = []
+    defer = MaggyOperator.defer
+
+    def deferring(self, **kwargs):
+        timeouts.append(kwargs.get("timeout"))
+        return defer(self, **kwargs)
+
+    monkeypatch.setattr(MaggyOperator, "defer", deferring)
     results = tmp_path / "results"
     with CommandLines() as commands:
         dag_run = run(
@@ -260,6 +271,7 @@ def test_a_deferred_run_keeps_the_password_out_of_the_trigger(
             tmp_path,
             deferrable=True,
             poll_interval=0.5,
+            execution_timeout=datetime.timedelta(minutes=9),
         )
         # The detached shell removes the properties file once spark-submit has ended.
         (used,) = properties_files(commands)
@@ -268,6 +280,7 @@ def test_a_deferred_run_keeps_the_password_out_of_the_trigger(
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {"search": "success"}, out[-3000:] + err[-3000:]
     assert serialized, "the task did not defer"
+    assert timeouts == [datetime.timedelta(minutes=9)]  # the wait follows execution_timeout
     kwargs = serialized[0][1]
     assert kwargs["redis_conn_id"] == CONN_ID
     assert "@" not in (kwargs["redis_url"] or "")
