@@ -76,9 +76,7 @@ class Access:
 
     def is_admin(self) -> bool:
         if self._admin is None:
-            self._admin = bool(
-                self.manager.is_authorized_connection(method="PUT", user=self.user)
-            )
+            self._admin = bool(self.manager.is_authorized_connection(method="PUT", user=self.user))
         return self._admin
 
     def _dag(self, method: str, dag_id: str) -> bool:
