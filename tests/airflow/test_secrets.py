@@ -292,6 +292,11 @@ def test_a_deferred_run_keeps_the_password_out_of_the_trigger(
         "the command lines": "\n".join(commands.seen),
         **results_files(results),
     }
-    assert "deferring to the triggerer" in texts["the task's output"] + texts["the log records"]
+    told = texts["the task's output"] + texts["the log records"]
+    assert "deferring to the triggerer" in told
+    # Where the driver's output is: said as the task defers, and again when it resumes.
+    (submit_log,) = [name for name in texts if name.endswith("spark-submit.log")]
+    assert f"its output: {submit_log}" in told
+    assert "the driver's log: " in told and told.count(submit_log) >= 2
     assert any(name.endswith("spark-submit.log") for name in texts)
     assert leaks(password, texts) == []
