@@ -356,6 +356,12 @@ class TestDeferrable:
         with pytest.raises(AirflowFailException, match="allow_local_deferral must be True or"):
             local._check_deferrable(self._hook(local))
 
+    def test_a_connection_missing_in_the_triggerer_fires_an_error_naming_it(self):
+        missing = "no_such_redis_" + uuid.uuid4().hex[:6]
+        trigger = MaggyTrigger("e", "redis://h:1/0", redis_conn_id=missing)
+        event = TestTrigger()._first_event(trigger, timeout=20)
+        assert event.payload["status"] == "error" and missing in event.payload["reason"]
+
     def test_the_trigger_keeps_no_password(self):
         trigger = MaggyTrigger("e", "redis://u:secret@h:1/0", redis_conn_id="c")
         _, kwargs = trigger.serialize()
