@@ -72,6 +72,18 @@ CONFIG_OPTIONS: dict[str, dict[str, Any]] = {
         "example": "4",
         "default": "",
     },
+    "allow_local_deferral": {
+        "description": (
+            "Let MaggyOperator(deferrable=True) submit in client mode (local Spark "
+            "included): the Spark driver then runs on the worker machine, detached from "
+            "the task, without the worker slot that deferring gives back. For an Airflow "
+            "on one machine; on a cluster use deploy-mode cluster instead."
+        ),
+        "version_added": "0.1.0",
+        "type": "boolean",
+        "example": "True",
+        "default": "False",
+    },
 }
 
 

@@ -73,3 +73,16 @@ def default_workers() -> int | None:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"[maggy] default_workers must be a whole number >= 1, got {raw!r}")
     return int(raw)
+
+
+def allow_local_deferral() -> bool:
+    """Whether ``deferrable=True`` may run the driver on the worker machine (client mode).
+
+    Raises:
+        ValueError: the configured value is not a boolean.
+    """
+    given = _get("allow_local_deferral")
+    raw = (given or "False").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"[maggy] allow_local_deferral must be True or False, got {given!r}")
+    return raw in ("true", "1", "yes")

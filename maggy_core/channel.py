@@ -213,21 +213,40 @@ def key_prefix(experiment_id: str) -> str:
     return f"maggy:{{{experiment_id}}}:"
 
 
-def connect(url: str):  # -> redis.Redis
+def connect(url: str, password: str | None = None):  # -> redis.Redis
     """A Redis client that reconnects with bounded exponential backoff.
 
     Socket timeouts are longer than the longest blocking read we issue (1 s), so a
-    blocking read never looks like a dead connection.
+    blocking read never looks like a dead connection. The password is ``password``,
+    else ``$MAGGY_REDIS_PASSWORD``, unless the URL carries one
+    (:func:`maggy_core.redis_server.password`): the driver and the executors get
+    the password apart from the URL, which goes into messages and logs.
     """
     import redis
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
+    from maggy_core.redis_server import password as redis_password
+
+    class _Retry(Retry):
+        """Retries what may heal (a lost connection, a timeout), not a refused
+        password: redis-py's AuthenticationError is a ConnectionError, and a wrong
+        password was retried for minutes before the error reached anyone."""
+
+        def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):  # type: ignore[no-untyped-def, override]
+            def retryable(error: Exception) -> bool:
+                if isinstance(error, redis.AuthenticationError):
+                    return False
+                return is_retryable(error) if is_retryable else True
+
+            return super().call_with_retry(do, fail, retryable, with_failure_count)
+
     return redis.Redis.from_url(
         url,
+        password=redis_password(password),
         socket_timeout=15,
         socket_connect_timeout=5,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=10),
+        retry=_Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=10),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         health_check_interval=30,
         decode_responses=False,

