@@ -29,7 +29,8 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+
+from maggy_core.redis_server import with_credentials
 
 log = logging.getLogger("maggy")
 
@@ -68,23 +69,6 @@ def username_for(experiment_id: str) -> str:
 def key_pattern(experiment_id: str) -> str:
     """The keys the user may touch: the experiment's prefix (see ``channel.key_prefix``)."""
     return f"maggy:{{{experiment_id}}}:*"
-
-
-def _with_user(url: str, username: str, password: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":  # redis-py reads a socket URL's credentials from its query
-        query = [
-            q for q in parts.query.split("&") if q and not q.startswith(("username=", "password="))
-        ]
-        query += [f"username={quote(username, safe='')}", f"password={quote(password, safe='')}"]
-        return f"unix://{parts.path}?{'&'.join(query)}"  # urlunsplit drops the "//"
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{quote(username, safe='')}:{quote(password, safe='')}@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def worker_credentials(
@@ -140,7 +124,7 @@ def worker_credentials(
         username,
         " - made again" if again else "",
     )
-    return WorkerCredentials(username, _with_user(url, username, password), password)
+    return WorkerCredentials(username, with_credentials(url, username, password), password)
 
 
 def drop_worker_user(client: Any, experiment_id: str) -> None:

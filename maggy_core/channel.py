@@ -629,8 +629,16 @@ class CoordinatorChannel(_Channel):
     @property
     def worker_url(self) -> str:
         """The URL the workers connect with: the experiment's own Redis user when the
-        server could make it, else the coordinator's URL. Holds a password: never log it."""
-        return self._worker_creds.url if self._worker_creds is not None else self.url
+        server could make it, else the coordinator's URL with the coordinator's password
+        (the executors then need no password of their own in their environment: the
+        launch record carries it, as it carries a worker user's). Holds a password:
+        never log it."""
+        if self._worker_creds is not None:
+            return self._worker_creds.url
+        from maggy_core.redis_server import password, with_credentials
+
+        secret = password()
+        return with_credentials(self.url, None, secret) if secret else self.url
 
     def _make_worker_user(self) -> None:
         """Make the workers' user (at open), or make it again with the same password

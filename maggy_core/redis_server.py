@@ -76,6 +76,34 @@ def without_password(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
 
 
+def with_credentials(url: str, username: str | None, secret: str) -> str:
+    """``url`` with ``username`` (None: the URL's own, if any) and ``secret`` as its
+    credentials, percent-encoded; a socket URL carries them in its query, where
+    redis-py reads them. The result holds a password: never log it."""
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = [q for q in parts.query.split("&") if q]
+        if username is None:
+            username = next((unquote(q[9:]) for q in query if q.startswith("username=")), None)
+        query = [q for q in query if not q.startswith(("username=", "password="))]
+        if username:
+            query.append(f"username={quote(username, safe='')}")
+        query.append(f"password={quote(secret, safe='')}")
+        return f"unix://{parts.path}?{'&'.join(query)}"  # urlunsplit drops the "//"
+    if username is None:
+        username = unquote(parts.username) if parts.username else None
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    user = quote(username, safe="") if username else ""
+    netloc = f"{user}:{quote(secret, safe='')}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def ping(url: str, timeout: float = 0.5, secret: str | None = None) -> bool:
     """True when a Redis server answers PING at ``url`` (password: :func:`password`)."""
     import redis

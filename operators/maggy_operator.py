@@ -506,7 +506,7 @@ class MaggyOperator(BaseOperator):
     def _secret_submission(self, user_file: str | None) -> tuple[dict[str, str], str]:
         """The Redis password for spark-submit: its environment (the driver in client
         mode) and the path of a private properties file with the settings that give
-        it to a driver in the cluster (YARN, Kubernetes) and to every executor.
+        it to a driver in the cluster (YARN, Kubernetes).
 
         Not ``env_vars``: on YARN and Kubernetes the Spark provider turns those into
         ``--conf`` arguments, which ``ps`` shows. A file given as ``properties_file``
@@ -516,16 +516,16 @@ class MaggyOperator(BaseOperator):
         from maggy_core.redis_server import PASSWORD_ENV_VAR
 
         secret = str(self._redis_password)
+        # Only the driver: the executors get their Redis URL in the launch record, with
+        # the experiment's own Redis user (maggy_core.acl) or, where the server cannot
+        # make users, the driver's password.
         settings = {
-            f"spark.executorEnv.{PASSWORD_ENV_VAR}": secret,
             f"spark.yarn.appMasterEnv.{PASSWORD_ENV_VAR}": secret,
             f"spark.kubernetes.driverEnv.{PASSWORD_ENV_VAR}": secret,
         }
         # A Kubernetes secret named in spark_conf gives it instead (not in the pod spec).
-        user_conf = self.spark_conf or {}
-        for role, key in (("driver", "kubernetes.driverEnv"), ("executor", "executorEnv")):
-            if f"spark.kubernetes.{role}.secretKeyRef.{PASSWORD_ENV_VAR}" in user_conf:
-                del settings[f"spark.{key}.{PASSWORD_ENV_VAR}"]
+        if f"spark.kubernetes.driver.secretKeyRef.{PASSWORD_ENV_VAR}" in (self.spark_conf or {}):
+            del settings[f"spark.kubernetes.driverEnv.{PASSWORD_ENV_VAR}"]
         self._secret_file = SecretProperties(settings, base=user_file)
         return {PASSWORD_ENV_VAR: secret}, self._secret_file.path
 

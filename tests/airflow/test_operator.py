@@ -248,8 +248,10 @@ class TestSecretSubmission:
         assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
         props = _java_properties(path)
         assert props["spark.ui.port"] == "4999"  # the defaults spark-submit would have read
-        for key in ("executorEnv", "yarn.appMasterEnv", "kubernetes.driverEnv"):
+        for key in ("yarn.appMasterEnv", "kubernetes.driverEnv"):
             assert props[f"spark.{key}.MAGGY_REDIS_PASSWORD"] == self.SECRET
+        # The executors get theirs in the launch record (their own Redis user).
+        assert "spark.executorEnv.MAGGY_REDIS_PASSWORD" not in props
         operator._remove_secret_file()
         assert not os.path.exists(os.path.dirname(path))
 

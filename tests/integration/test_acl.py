@@ -358,10 +358,29 @@ def test_a_stopped_experiment_drops_its_user_too(server, tmp_path):
     ],
 )
 def test_the_workers_url_is_the_same_server_with_the_new_user(url, where):
-    from maggy_core.acl import _with_user
+    from maggy_core.redis_server import with_credentials
 
     kwargs = redis.ConnectionPool.from_url(
-        _with_user(url, "maggy-worker:e/1", "p@ss:w/rd")
+        with_credentials(url, "maggy-worker:e/1", "p@ss:w/rd")
     ).connection_kwargs
     assert kwargs["username"] == "maggy-worker:e/1" and kwargs["password"] == "p@ss:w/rd"
     assert {k: kwargs[k] for k in where} == where
+    # Without a user of their own, the workers get the coordinator's user and password.
+    shared = redis.ConnectionPool.from_url(with_credentials(url, None, "p@ss")).connection_kwargs
+    assert shared["password"] == "p@ss" and shared.get("username") is None
+    assert {k: shared[k] for k in where} == where
+
+
+def test_without_acls_the_workers_url_carries_the_drivers_password(monkeypatch):
+    """The executors' environment has no password: where the server cannot make the
+    workers' user, the launch record's URL carries the driver's."""
+    from maggy_core.channel import CoordinatorChannel
+
+    monkeypatch.setenv("MAGGY_REDIS_PASSWORD", "s3cret/:@")
+    channel = CoordinatorChannel("redis://10.0.0.1:6380/2", "e")
+    kwargs = redis.ConnectionPool.from_url(channel.worker_url).connection_kwargs
+    assert kwargs["password"] == "s3cret/:@" and kwargs["host"] == "10.0.0.1"
+    monkeypatch.delenv("MAGGY_REDIS_PASSWORD")
+    assert CoordinatorChannel("redis://10.0.0.1:6380/2", "e").worker_url == (
+        "redis://10.0.0.1:6380/2"
+    )
