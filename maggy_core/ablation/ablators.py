@@ -178,6 +178,18 @@ def loco_options(options: Mapping[str, Any]) -> tuple[Repeats, dict[str, float],
     return repeats, budget, top_k
 
 
+#: The order in which open components get repeats under :meth:`LOCO._plan_more`: the
+#: ones projected to be decided, then the ones projected to be precise, then the rest.
+_RANK = {"decided": 0, "precise": 1, "none": 2}
+
+
+def _nearest(entry: tuple[int, int | None, float, int, str, int]) -> tuple[Any, ...]:
+    """Sort key of an open component: how it would settle, at which look (the
+    sooner the nearer), its p-value now, its place in the study."""
+    rank, settle, p_value, index, _, _ = entry
+    return (rank, math.inf if settle is None else settle, p_value, index)
+
+
 class LOCO(Ablator):
     """Leave one component out: the base trial plus one trial per component.
 
@@ -308,33 +320,59 @@ class LOCO(Ablator):
 
     def _plan_more(self) -> None:
         """Queue what every open component's latest look asks for, the one nearest a
-        decision (smallest p-value) first, so that a budget goes first where it is
-        most likely to settle something; or the interaction pairs once every
-        component has stopped.
+        decision first; or the interaction pairs once every component has stopped.
 
-        A component whose latest complete look left it open is scheduled through its
-        next look, and, unless that look will probably settle it, through the look
-        after: one group runs ahead while the next look completes, so workers do not
-        idle at each look, and a component about to be decided gets no repeats it
-        will not need. The target is a function of the component's own results
-        only, so the plan is the same whatever order trials end in (and after a
-        resume).
+        *Nearest a decision* is the fewest trials (its own and the base's) until the
+        first look that would settle it (decide it, or find it precise) if its mean
+        and spread stayed what its latest look saw (:meth:`_settling_look`); a
+        component no look up to ``max`` would settle comes after those, the smaller
+        p-value first.
+
+        Without a budget, a component whose latest complete look left it open is
+        scheduled through its next look, and, unless that look will probably settle
+        it, through the look after: one group runs ahead while the next look
+        completes, so workers do not idle at each look, and a component about to be
+        decided gets no repeats it will not need. The target is a function of the
+        component's own results only, so the plan is the same whatever order trials
+        end in (and after a resume).
+
+        With a budget, repeats are spent where they settle something: each open
+        component gets its next look only (no group runs ahead on credit, so the
+        budget is not committed before the other components' looks are in), and a
+        component that could not be settled within the trials left gives way, while
+        trials are still running, to the ones whose looks are still to come in. Once
+        nothing is running, what is left goes to the nearest ones anyway.
         """
         status = self.status()
         looks = self.repeats.looks()
-        order = sorted(self._names, key=lambda n: (self._p_now.get(n, 1.0), self._names.index(n)))
-        for name in order:
+        left = self._trials_left()
+        wanted = []
+        for i, name in enumerate(self._names):
             if status[name] != "open":
                 continue
             pairs = self._pairs_of(name)
             reached = [k for k, n in enumerate(looks) if n <= len(pairs)]
+            settle, how = None, "none"
             if not reached:
                 target = looks[0]
             else:
-                ahead = 1 if self._settles_next(name, pairs, reached[-1]) else 2
-                target = looks[min(reached[-1] + ahead, len(looks) - 1)]
+                k = reached[-1]
+                settle, how = self._settling_look(name, pairs, k)
+                if self.budget:
+                    target = looks[k + 1]
+                else:
+                    target = looks[min(k + (1 if settle == k + 1 else 2), len(looks) - 1)]
+            wanted.append((_RANK[how], settle, self._p_now.get(name, 1.0), i, name, target))
+        for _, settle, _, _, name, target in sorted(wanted, key=_nearest):
+            need = 0 if settle is None else self._trials_to(name, looks[settle])
+            if left is not None and self._in_flight and need > left:
+                continue  # it cannot be settled within the budget: keep it for others
+            before = len(self._queue)
             lost = self._lost(name)  # repeats that ended without a usable pair
             self._queue_upto(min(self.repeats.max, target + lost), [name])
+            if left is not None:
+                # What it needs to be settled is kept for it, beyond the look queued now.
+                left -= max(len(self._queue) - before, need)
         if self._queue or any(s == "open" for s in status.values()) or self._pairs is not None:
             return
         if self.top_k and not self._in_flight:
@@ -343,28 +381,41 @@ class LOCO(Ablator):
                 for a, b in self._pairs:
                     self._push(f"{a}&{b}", r)
 
-    def _settles_next(self, name: str, pairs: list[float], k: int) -> bool:
-        """Whether the next look would decide the component (or find it precise) if
-        its mean and spread stayed what look ``k`` saw: the interval it would have
-        there, at the decision's level, excludes zero (or is narrow enough)."""
+    def _trials_left(self) -> int | None:
+        """Trials the trial budget still allows (``None``: no trial budget)."""
+        if "trials" not in self.budget:
+            return None
+        return max(0, int(self.budget["trials"]) - self._suggested)
+
+    def _trials_to(self, name: str, n: int) -> int:
+        """Trials to schedule, the component's and the base's, until both reach ``n``."""
+        return max(0, n - self._scheduled[name]) + max(0, n - self._scheduled[None])
+
+    def _settling_look(self, name: str, pairs: list[float], k: int) -> tuple[int | None, str]:
+        """The first look after ``k`` that would settle the component if its mean and
+        spread stayed what look ``k`` saw, and how: ``"decided"`` (the interval it
+        would have there, at the decision's level, excludes zero) or ``"precise"``
+        (it is narrow enough); ``(None, "none")`` when no look up to ``max`` would."""
         looks, weights = self.repeats.looks(), self.repeats.weights()
         if k + 1 >= len(looks):
-            return True
+            return None, "none"
         s = self._look(name, pairs, looks[k])
         if s.mean is None or s.std is None:
-            return False
+            return None, "none"
         from scipy import stats  # lazy: scipy is slow to import
 
-        n = looks[k + 1]
         m = max(1, len(self._names))
-        sem = s.std / math.sqrt(n)
-        decide = float(stats.t.ppf(1 - self.alpha * weights[k + 1] / (2 * m), n - 1)) * sem
-        if abs(s.mean) > decide:
-            return True
-        if self.repeats.precision is None:
-            return False
-        level = (1 - self.confidence) * weights[k + 1] / 2
-        return float(stats.t.ppf(1 - level, n - 1)) * sem <= self.repeats.precision
+        for j in range(k + 1, len(looks)):
+            n = looks[j]
+            sem = s.std / math.sqrt(n)
+            decide = float(stats.t.ppf(1 - self.alpha * weights[j] / (2 * m), n - 1)) * sem
+            if abs(s.mean) > decide:
+                return j, "decided"
+            if self.repeats.precision is not None:
+                level = (1 - self.confidence) * weights[j] / 2
+                if float(stats.t.ppf(1 - level, n - 1)) * sem <= self.repeats.precision:
+                    return j, "precise"
+        return None, "none"
 
     def _lost(self, name: str) -> int:
         """Repeats of the component that ended without a usable pair (a failed trial,

@@ -68,10 +68,11 @@ def run(
     pair_effects: Mapping[tuple[str, str], float] | None = None,
     stop_after: int | None = None,
     trials: list[FrozenTrial] | None = None,
+    slow: str | None = None,
 ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
     """Run a simulated study; returns (ended trials, trials still running when it
     was cut off after ``stop_after`` ended ones). ``trials`` resumes: pending ones
-    run again first, as the coordinator does."""
+    run again first, as the coordinator does. Trials of ``slow`` take 3 times as long."""
     rng = random.Random(seed)
     ended: list[FrozenTrial] = [t for t in trials or [] if t.status.is_terminal]
     queue = [t for t in trials or [] if not t.status.is_terminal]
@@ -94,7 +95,8 @@ def run(
                 count += 1
             value = metric(seed, params["ablated"], params["repeat"], effects, sd, pair_effects)
             trial = FrozenTrial(trial_id, params, TrialStatus.FINISHED, value, info=info)
-            running.append((now + rng.uniform(0.3, 1.5), trial))
+            seconds = rng.uniform(0.3, 1.5) * (3.0 if params["ablated"] == slow else 1.0)
+            running.append((now + seconds, trial))
         if not running:
             assert done, "the ablator waits with nothing running"
             return ended, []
@@ -308,6 +310,25 @@ def test_a_trial_budget_is_spent_on_open_decisions_and_reported() -> None:
     assert result["strong"]["stopped"] == "decided"
     assert result["none"]["stopped"] == "budget"
     assert "none" in result[""]["undecided"] and "strong" not in result[""]["undecided"]
+
+
+def test_a_trial_budget_goes_to_the_decision_nearest_first() -> None:
+    """A clear but noisy effect whose trials are slow (its first look completes last)
+    and two useless components that could only be found precise: the budget is kept
+    for the one projected to be decided instead of being spent, first come, on the
+    others. The earlier first-come plan decided ``big`` in 12 of these 40 studies."""
+    effects = {"a": 0.0, "b": 0.0, "big": 1.0}
+    options = {"repeats": {"min": 3, "max": 8, "precision": 0.4}, "budget": {"trials": 28}}
+    decided = 0
+    for seed in range(40):
+        ablator = make(effects, options, seed)
+        trials, _ = run(ablator, effects, 0.5, seed, workers=2, slow="big")
+        assert len(trials) <= 28
+        result = analysed(trials, effects, options)
+        assert result["big"]["stopped"] in ("decided", "budget")
+        assert result["a"]["stopped"] in ("precise", "budget")
+        decided += result["big"]["stopped"] == "decided"
+    assert decided >= 24
 
 
 def test_a_seconds_budget_stops_suggesting() -> None:
