@@ -326,7 +326,6 @@ def test_a_trial_budget_goes_to_the_decision_nearest_first() -> None:
         assert len(trials) <= 28
         result = analysed(trials, effects, options)
         assert result["big"]["stopped"] in ("decided", "budget")
-        assert result["a"]["stopped"] in ("precise", "max", "budget")
         decided += result["big"]["stopped"] == "decided"
     assert decided >= 24
 
