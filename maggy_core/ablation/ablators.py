@@ -83,6 +83,8 @@ class Ablator(Optimizer):
         self._plan = self.plan()
         self.num_trials = len(self._plan)
         self._count = 0
+        self._started: float | None = None  # the monotonic clock at the first suggestion
+        self._spent_before = 0.0  # seconds the earlier runs of a resumed study took
 
     def check_options(self, options: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Problems with the options, as ``(field, message)``; extend in subclasses."""
@@ -96,6 +98,11 @@ class Ablator(Optimizer):
         """The suggestion of one trial; the study's seed goes into its ``info``."""
         params = {"ablated": ablated, "repeat": repeat, "seed": self.repeat_seed(repeat)}
         return Suggestion(params, info={"study_seed": self.seed})
+
+    def elapsed(self) -> float:
+        """Seconds the study has run, earlier runs included (see :meth:`resume`)."""
+        now = 0.0 if self._started is None else time.monotonic() - self._started
+        return self._spent_before + now
 
     @abstractmethod
     def plan(self) -> list[dict[str, Any]]:
@@ -247,7 +254,6 @@ class LOCO(Ablator):
         self._queue: list[Suggestion] = []
         self._in_flight = 0
         self._suggested = 0
-        self._started: float | None = None
         self._pairs: list[tuple[str, str]] | None = None
         self._looks: dict[tuple[str, int], LookStats] = {}
         self._p_now: dict[str, float] = {}  # each component's p-value at the last status
@@ -297,11 +303,7 @@ class LOCO(Ablator):
         if "trials" in self.budget and self._suggested >= self.budget["trials"]:
             return True
         seconds = self.budget.get("seconds")
-        return (
-            seconds is not None
-            and self._started is not None
-            and time.monotonic() - self._started >= seconds
-        )
+        return seconds is not None and self.elapsed() >= seconds
 
     def suggest(self) -> Suggestion | Decision:
         if self._started is None:
@@ -315,7 +317,11 @@ class LOCO(Ablator):
         if self._queue:
             self._suggested += 1
             self._in_flight += 1
-            return self._queue.pop(0)
+            suggestion = self._queue.pop(0)
+            # The study's clock travels in the journal, so a resumed study counts the
+            # earlier runs' seconds against its budget.
+            suggestion.info["elapsed"] = round(self.elapsed(), 3)
+            return suggestion
         return WAIT if self._in_flight else DONE
 
     def _plan_more(self) -> None:
@@ -528,6 +534,16 @@ class LOCO(Ablator):
         """Rebuild from an earlier run's trials: what was suggested, and the results
         of those that ended (pending ones are observed later, as they end again)."""
         self._take_seed(trials)
+        self._spent_before = max(
+            (
+                float(t.info["elapsed"])
+                for t in trials
+                if isinstance(t.info.get("elapsed"), int | float)
+                and not isinstance(t.info.get("elapsed"), bool)
+                and math.isfinite(t.info["elapsed"])
+            ),
+            default=0.0,
+        )
         self._queue = []
         self._scheduled = {None: 0, **{n: 0 for n in self._names}}
         for t in trials:

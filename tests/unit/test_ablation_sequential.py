@@ -336,6 +336,45 @@ def test_a_seconds_budget_stops_suggesting() -> None:
     assert ablator.suggest() is DONE
 
 
+def test_a_seconds_budget_counts_the_earlier_runs_seconds_after_a_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from maggy_core.ablation import ablators
+
+    clock = [100.0]
+    monkeypatch.setattr(ablators, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    options = {"repeats": {"min": 3, "max": 30}, "budget": {"seconds": 60}}
+    first = make(EFFECTS, options, 3)
+    made = [first.suggest(), first.suggest()]
+    clock[0] += 40.0  # the first run goes on for 40 s, then dies
+    made.append(first.suggest())
+    assert all(isinstance(s, Suggestion) for s in made)
+    assert [s.info["elapsed"] for s in made if isinstance(s, Suggestion)] == [0.0, 0.0, 40.0]
+    journal = [
+        FrozenTrial(
+            f"t{i}",
+            s.params,
+            TrialStatus.FINISHED if i < 2 else TrialStatus.PENDING,
+            1.0 if i < 2 else None,
+            info=s.info,
+        )
+        for i, s in enumerate(made)
+        if isinstance(s, Suggestion)
+    ]
+    clock[0] = 5000.0  # a new process: its monotonic clock has nothing to do with the old
+    again = make(EFFECTS, options, 3)
+    again.resume(journal)
+    assert again.elapsed() == 40.0
+    resumed = again.suggest()
+    assert isinstance(resumed, Suggestion) and resumed.info["elapsed"] == 40.0
+    clock[0] += 19.0
+    assert isinstance(again.suggest(), Suggestion)  # 59 s of 60
+    clock[0] += 2.0
+    assert again.suggest() is DONE  # 61 s: the earlier run's 40 s counted
+
+
 def test_interactions_tell_redundant_from_complementary_pairs() -> None:
     """a and b carry the same information (either is enough: leaving both out
     costs far more than the sum of each alone); c and d are both needed (each
