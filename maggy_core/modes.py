@@ -44,6 +44,14 @@ class Mode(ABC):
     def optimizer(self, spec: ExperimentSpec, seed: int | None) -> Optimizer:
         """A fresh optimiser (or ablator) for the experiment, seeded with ``seed``."""
 
+    def check_optimizer(self, spec: ExperimentSpec) -> None:
+        """Surface, before Spark starts, the errors building the optimiser would raise.
+
+        Raises:
+            SpecError: naming the field and what is allowed.
+        """
+        self.optimizer(spec, spec.seed)
+
     @abstractmethod
     def describe(self, spec: ExperimentSpec) -> str:
         """A few words for logs: what is searched and how."""
@@ -144,6 +152,11 @@ class StudyMode(Mode):
             confidence=study.confidence,
         )
 
+    def check_optimizer(self, spec: ExperimentSpec) -> None:
+        """Nothing: validating the spec checked the ablator's options and counted its
+        trials (:func:`maggy_core.ablation.ablators.planned_trials`); the ablator is
+        built once, for the run."""
+
     def describe(self, spec: ExperimentSpec) -> str:
         study, ablator = spec.ablation, spec.ablator
         components = len(study.plan()) if study is not None else 0
@@ -152,10 +165,16 @@ class StudyMode(Mode):
 
     def worker_block(self, spec: ExperimentSpec) -> dict[str, Any] | None:
         """The study's block, with the table's path made absolute (Spark workers
-        do not run in the driver's directory)."""
+        do not run in the driver's directory) and ``features: {auto_groups: t}``
+        replaced by the groups the driver made: the workers get the plan, and do
+        not group the table's columns again."""
         if spec.ablation is None:
             return None
         block = spec.ablation.to_dict()
+        if isinstance(spec.ablation.features, Mapping):
+            block["features"] = [
+                list(c.members) for c in spec.ablation.plan() if c.kind == "feature"
+            ]
         if block["dataset"] is not None:
             block["dataset"] = str(Path(block["dataset"]).expanduser().resolve())
         return block

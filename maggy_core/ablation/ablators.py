@@ -26,7 +26,7 @@ import random
 import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from maggy_core.ablation.sequential import LookStats, Repeats, sequential_stats
 from maggy_core.ablation.study import Component
@@ -80,8 +80,8 @@ class Ablator(Optimizer):
         self.direction = direction
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
         self.options = dict(options)
-        self._plan = self.plan()
-        self.num_trials = len(self._plan)
+        self._planned: list[dict[str, Any]] | None = None
+        self.num_trials = self.count_trials()
         self._count = 0
         self._started: float | None = None  # the monotonic clock at the first suggestion
         self._spent_before = 0.0  # seconds the earlier runs of a resumed study took
@@ -89,6 +89,19 @@ class Ablator(Optimizer):
     def check_options(self, options: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Problems with the options, as ``(field, message)``; extend in subclasses."""
         return []
+
+    @property
+    def _plan(self) -> list[dict[str, Any]]:
+        """The plan, made when first needed (once per seed)."""
+        if self._planned is None:
+            self._planned = self.plan()
+        return self._planned
+
+    def count_trials(self) -> int:
+        """``num_trials``: the most trials the study runs (by default its plan's
+        length; an adaptive ablator that does not follow a plan counts them
+        without making one)."""
+        return len(self._plan)
 
     def repeat_seed(self, repeat: int) -> int:
         """The seed of repeat ``repeat``: the same for every component."""
@@ -133,8 +146,8 @@ class Ablator(Optimizer):
             (seed,) = seeds
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise SpecError.one("ablator", f"the journal's study seed is malformed: {seed!r}")
-            self.seed = seed
-            self._plan = self.plan()
+            if seed != self.seed:
+                self.seed, self._planned = seed, None  # the plan follows the seed
 
 
 def _parse_budget(value: Any) -> tuple[dict[str, float], list[tuple[str, str]]]:
@@ -257,14 +270,15 @@ class LOCO(Ablator):
         self._pairs: list[tuple[str, str]] | None = None
         self._looks: dict[tuple[str, int], LookStats] = {}
         self._p_now: dict[str, float] = {}  # each component's p-value at the last status
-        self.num_trials = self._most_trials()
         self._queue_upto(self.repeats.min)
 
     def check_options(self, options: Mapping[str, Any]) -> list[tuple[str, str]]:
         return []  # validated by loco_options before the base class runs
 
     def plan(self) -> list[dict[str, Any]]:
-        """The most single-component trials the study can run: all of them to ``max``."""
+        """The most single-component trials the study can run: all of them to ``max``
+        (the study schedules itself and never makes this list; it is the bound
+        :meth:`count_trials` counts)."""
         out = []
         for r in range(self.repeats.max):
             seed = self.repeat_seed(r)
@@ -272,12 +286,19 @@ class LOCO(Ablator):
                 out.append({"ablated": ablated, "repeat": r, "seed": seed})
         return out
 
-    def _most_trials(self) -> int:
-        """``num_trials``: the plan, the pairs' trials, within the trial budget."""
-        pairable = sum(1 for c in self.components if c.kind in PAIRABLE)
-        pairs = math.comb(min(self.top_k, pairable), 2) * self.repeats.min
-        most = len(self._plan) + pairs
-        return min(most, int(self.budget["trials"])) if "trials" in self.budget else most
+    def count_trials(self) -> int:
+        return self.most_trials(self.components, self.repeats, self.budget, self.top_k)
+
+    @staticmethod
+    def most_trials(
+        components: Sequence[Component], repeats: Repeats, budget: Mapping[str, float], top_k: int
+    ) -> int:
+        """``num_trials``: the plan's trials, the pairs', within the trial budget;
+        counted, not planned."""
+        pairable = sum(1 for c in components if c.kind in PAIRABLE)
+        pairs = math.comb(min(top_k, pairable), 2) * repeats.min
+        most = repeats.max * (1 + len(components)) + pairs
+        return min(most, int(budget["trials"])) if "trials" in budget else most
 
     # ------------------------------------------------------------ scheduling
 
@@ -573,24 +594,12 @@ class LOCO(Ablator):
 _ABLATORS: dict[str, type[Ablator]] = {"loco": LOCO}
 
 
-def get_ablator(
-    name: str,
-    components: Sequence[Component],
-    *,
-    direction: str,
-    seed: int | None,
-    options: Mapping[str, Any] | None = None,
-    alpha: float = 0.05,
-    confidence: float = 0.95,
-) -> Ablator:
-    """Build the ablator registered as ``name`` or imported from ``"module:Class"``.
-
-    ``alpha`` and ``confidence`` (the study's) go to ablators that decide as they
-    go (:class:`LOCO`).
+def ablator_class(name: str) -> type[Ablator]:
+    """The ablator registered as ``name`` or imported from ``"module:Class"``.
 
     Raises:
         SpecError: Under ``ablator`` for an unknown name or a class that is not an
-            :class:`Ablator`; under ``ablator.<option>`` for a bad option.
+            :class:`Ablator`.
     """
     cls: Any = _ABLATORS.get(name.lower()) if ":" not in name else None
     if ":" in name:
@@ -610,5 +619,60 @@ def get_ablator(
             "ablator",
             f"unknown ablator {name!r}; allowed: {', '.join(_ABLATORS)} or 'module:Class'",
         )
+    return cast("type[Ablator]", cls)
+
+
+def planned_trials(
+    name: str,
+    components: Sequence[Component],
+    *,
+    seed: int | None,
+    options: Mapping[str, Any] | None = None,
+) -> int:
+    """The most trials the study can run (its ``num_trials``), with the options
+    checked. LOCO counts them without being built (the ablator is built once, for
+    the run); another ablator is built to ask it.
+
+    Raises:
+        SpecError: As :func:`get_ablator`.
+    """
+    cls = ablator_class(name)
+    options = dict(options or {})
+    if cls is LOCO:  # the same checks, in the same order, as LOCO's constructor
+        counted = LOCO.most_trials(
+            components, *loco_options({k: v for k, v in options.items() if k in LOCO.option_names})
+        )
+        allowed = ", ".join(LOCO.option_names)
+        unknown = [
+            (f"ablator.{k}", f"unknown option for {LOCO.name}; allowed: {allowed}")
+            for k in options
+            if k not in LOCO.option_names
+        ]
+        if unknown:
+            raise SpecError(unknown)
+        return counted
+    return get_ablator(name, components, direction="max", seed=seed, options=options).num_trials
+
+
+def get_ablator(
+    name: str,
+    components: Sequence[Component],
+    *,
+    direction: str,
+    seed: int | None,
+    options: Mapping[str, Any] | None = None,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+) -> Ablator:
+    """Build the ablator registered as ``name`` or imported from ``"module:Class"``.
+
+    ``alpha`` and ``confidence`` (the study's) go to ablators that decide as they
+    go (:class:`LOCO`).
+
+    Raises:
+        SpecError: Under ``ablator`` for an unknown name or a class that is not an
+            :class:`Ablator`; under ``ablator.<option>`` for a bad option.
+    """
+    cls = ablator_class(name)
     extra = {"alpha": alpha, "confidence": confidence} if issubclass(cls, LOCO) else {}
     return cls(components, direction=direction, seed=seed, **extra, **dict(options or {}))

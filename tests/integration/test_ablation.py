@@ -184,6 +184,65 @@ def test_adaptive_repeats_decide_strong_effects_early_and_spend_on_small_ones(
     assert rows[0].endswith(",repeats,stopped")
 
 
+def test_one_run_builds_the_plan_once(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the spec's validation to the analysis, the driver builds the study's
+    components once (grouping the table's columns once) and the ablator once; the
+    workers get the groups the driver made."""
+    from maggy_core.ablation import ablators, study
+
+    built: dict[str, int] = {"components": 0, "groups": 0, "ablator": 0, "loco_plan": 0}
+
+    def counting(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            built[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(
+        study.AblationSpec, "_build_plan", counting("components", study.AblationSpec._build_plan)
+    )
+    monkeypatch.setattr(study, "correlated_groups", counting("groups", study.correlated_groups))
+    monkeypatch.setattr(
+        ablators.Ablator, "__init__", counting("ablator", ablators.Ablator.__init__)
+    )
+    monkeypatch.setattr(ablators.LOCO, "plan", counting("loco_plan", ablators.LOCO.plan))
+
+    data = ablation_fixtures.write_signal_table(tmp_path / "table.parquet", rows=200, seed=2)
+    spec = ExperimentSpec.from_dict(
+        {
+            "name": "plan-once",
+            "train_fn": "ablation_fixtures:fit_logistic",
+            "ablation": {
+                "dataset": str(data),
+                "label": ablation_fixtures.LABEL,
+                "features": {"auto_groups": 0.9},
+                "components": ["scaling"],
+            },
+            "ablator": {"name": "loco", "repeats": {"min": 2, "max": 3}},
+            "direction": "max",
+            "optimization_key": "accuracy",
+            "workers": 2,
+            "seed": 5,
+            "hb_interval": 0.5,
+        }
+    )
+    assert spec.num_trials == (1 + 4) * 3
+    result = run_experiment(spec, redis_url=redis_url, results_dir=tmp_path / "results")
+    assert result["status"] == "finished", result["reason"]
+    assert {t["status"] for t in result["trials"]} == {"finished"}, [
+        t.get("error") for t in result["trials"]
+    ]
+    assert "error" not in result["ablation"], result["ablation"]
+    assert {e["component"] for e in result["ablation"]["components"]} == {
+        *ablation_fixtures.FEATURES,
+        "scaling",
+    }
+    assert built == {"components": 1, "groups": 1, "ablator": 1, "loco_plan": 0}
+
+
 @pytest.mark.slow
 def test_keras_study_runs_on_spark(redis_url: str, tmp_path: Path) -> None:
     from maggy_core.examples import tabular
