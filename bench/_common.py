@@ -241,6 +241,24 @@ def finish(
         )
 
 
+def parse_args(
+    p: Any, argv: list[str] | None, sizes: dict[str, dict[str, Any]], key: str, attr: str
+) -> tuple[Any, str, dict[str, Any]]:
+    """The options every benchmark has (``--json``, ``--keep``) added to ``p``, the
+    arguments parsed, the logs quietened; returns ``(args, mode, sizes)``: ``mode``
+    is ``quick`` or ``full``, and ``sizes`` that mode's, with ``sizes[key]`` from the
+    option ``attr`` when given (at least 1)."""
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (results)")
+    args = p.parse_args(argv)
+    quiet_logs()
+    mode = "quick" if args.quick else "full"
+    chosen = dict(sizes[mode])
+    if getattr(args, attr) is not None:
+        chosen[key] = max(1, getattr(args, attr))
+    return args, mode, chosen
+
+
 def run_each(
     seeds: Sequence[int],
     methods: Sequence[str],

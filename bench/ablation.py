@@ -247,15 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--runs", type=int, metavar="N", help="in-process runs of each plan (default 2; --quick 1)"
     )
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory (results)")
-    args = p.parse_args(argv)
-    _common.quiet_logs()
-
-    mode = "quick" if args.quick else "full"
-    sizes = dict(SIZES[mode])
-    if args.runs is not None:
-        sizes["runs"] = max(1, args.runs)
+    args, mode, sizes = _common.parse_args(p, argv, SIZES, "runs", "runs")
     names = [m for m in MEASURES if not args.only or m in args.only]
 
     _common.header("maggy ablation benchmark", mode, sizes)

@@ -66,6 +66,9 @@ class Mode(ABC):
         """Extra keyword arguments of one trial's training function, in the worker."""
         return {}
 
+    #: The key of ``result.json`` the mode's analysis goes under (None: it has none).
+    analysis_key: ClassVar[str | None] = None
+
     def finish(
         self,
         spec: ExperimentSpec,
@@ -74,9 +77,25 @@ class Mode(ABC):
         results_root: Path,
         experiment_dir: Path,
     ) -> None:
-        """After the last trial, before ``result.json`` is written; may add to it.
-        A search has nothing to add."""
-        return None
+        """After the last trial, before ``result.json`` is written: the mode's
+        :meth:`analyse` goes under :attr:`analysis_key`. The trials are kept
+        whatever the analysis does: one that raises leaves ``{"error": ...}``."""
+        if self.analysis_key is None:
+            return
+        try:
+            result[self.analysis_key] = self.analyse(spec, result, results_root, experiment_dir)
+        except Exception as exc:
+            import logging
+
+            logging.getLogger("maggy").exception("the %s analysis failed", self.name)
+            result[self.analysis_key] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    def analyse(
+        self, spec: ExperimentSpec, result: dict[str, Any], root: Path, folder: Path
+    ) -> dict[str, Any]:
+        """The analysis of the ended experiment (``root``: the results' root,
+        ``folder``: the experiment's); only modes with an :attr:`analysis_key`."""
+        raise NotImplementedError
 
 
 def stopping_rule(spec: ExperimentSpec) -> StoppingRule:
@@ -125,6 +144,7 @@ class StudyMode(Mode):
     """An ablation study: the ablator's fixed plan of trials, then the analysis."""
 
     name = "study"
+    analysis_key = "ablation"
 
     def check(self, spec: ExperimentSpec, train_fn: Callable[..., Any]) -> None:
         from maggy_core.ablation.study import INJECTED, check_dataset_columns
@@ -184,33 +204,22 @@ class StudyMode(Mode):
     ) -> dict[str, Any]:
         return _study_context(block).injections(params.get("ablated"))
 
-    def finish(
-        self,
-        spec: ExperimentSpec,
-        result: dict[str, Any],
-        *,
-        results_root: Path,
-        experiment_dir: Path,
-    ) -> None:
-        """Analyse the study; the trials are kept whatever the analysis does."""
-        import logging
-
+    def analyse(
+        self, spec: ExperimentSpec, result: dict[str, Any], root: Path, folder: Path
+    ) -> dict[str, Any]:
+        """The study's analysis (:func:`maggy_core.ablation.report.finish_study`)."""
         from maggy_core.ablation.report import finish_study
 
         if spec.ablation is None:
-            return
-        try:
-            result["ablation"] = finish_study(
-                spec.ablation,
-                result,
-                name=spec.name,
-                direction=spec.direction,
-                results_root=results_root,
-                experiment_dir=experiment_dir,
-            )
-        except Exception as exc:
-            logging.getLogger("maggy").exception("the ablation analysis failed")
-            result["ablation"] = {"error": f"{type(exc).__name__}: {exc}"}
+            raise SpecError.one("ablation", "a study needs its ablation block")
+        return finish_study(
+            spec.ablation,
+            result,
+            name=spec.name,
+            direction=spec.direction,
+            results_root=root,
+            experiment_dir=folder,
+        )
 
 
 MODES: dict[str, Mode] = {m.name: m for m in (SearchMode(), StudyMode())}
