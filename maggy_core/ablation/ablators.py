@@ -402,7 +402,10 @@ class LOCO(Ablator):
                 left -= max(len(self._queue) - before, need)
         if self._queue or any(s == "open" for s in status.values()) or self._pairs is not None:
             return
-        if self.top_k and not self._in_flight:
+        if self.top_k:
+            # Every component has stopped: the pairs follow at once, without waiting
+            # for the last singles still running (they cannot change the ranking,
+            # which reads each component's look where it stopped).
             self._pairs = self._choose_pairs()
             for r in range(self.repeats.min):
                 for a, b in self._pairs:
@@ -460,16 +463,37 @@ class LOCO(Ablator):
         return all(r in seen and r in base for r in range(self._scheduled[name]))
 
     def _choose_pairs(self) -> list[tuple[str, str]]:
-        stats = {
-            n: sequential_stats(self._pairs_of(n), self.repeats, self.confidence)
-            for n in self._names
-        }
+        """The pairs of the ``top_k`` most helpful pairable components, ranked by
+        their mean effect at the look where each stopped (:meth:`_stopping_look`):
+        fixed once it stopped, so the pairs do not depend on trials still running
+        or on the order trials end in."""
+        means = {n: self._stopping_look(n).mean for n in self._names}
         kinds = {c.name: c.kind for c in self.components}
         ranked = sorted(
-            (n for n in self._names if kinds[n] in PAIRABLE and stats[n].mean is not None),
-            key=lambda n: -(stats[n].mean or 0.0),
+            (n for n in self._names if kinds[n] in PAIRABLE and means[n] is not None),
+            key=lambda n: -(means[n] or 0.0),
         )
         return list(itertools.combinations(ranked[: self.top_k], 2))
+
+    def _stopping_look(self, name: str) -> LookStats:
+        """The statistics of the first look that stopped the component (decided,
+        precise, or at ``max``), or of its latest look if none did."""
+        looks, m = self.repeats.looks(), max(1, len(self._names))
+        pairs = self._pairs_of(name)
+        latest = sequential_stats([], self.repeats, self.confidence)
+        for n in looks:
+            if n > len(pairs):
+                break
+            latest = self._look(name, pairs, n)
+            p_value = 1.0 if latest.p_value is None else latest.p_value
+            precise = (
+                self.repeats.precision is not None
+                and latest.half_width is not None
+                and latest.half_width <= self.repeats.precision
+            )
+            if p_value * m < self.alpha or precise or n >= self.repeats.max:
+                break
+        return latest
 
     # ------------------------------------------------------------ results
 

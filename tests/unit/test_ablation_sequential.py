@@ -383,10 +383,21 @@ def test_interactions_tell_redundant_from_complementary_pairs() -> None:
     pair_effects = {("a", "b"): 4.0, ("b", "a"): 4.0, ("c", "d"): 3.0, ("d", "c"): 3.0}
     options = {"repeats": {"min": 4, "max": 8}, "interactions": 4}
     ablator = make(effects, options, 3)
+    suggested: list[tuple[Any, dict[str, str]]] = []
+    suggest = ablator.suggest
+
+    def recording() -> Any:
+        decision = suggest()
+        if isinstance(decision, Suggestion):
+            suggested.append((decision.params["ablated"], ablator.status()))
+        return decision
+
+    ablator.suggest = recording  # type: ignore[method-assign]
     trials, _ = run(ablator, effects, 0.1, 3, pair_effects=pair_effects)
     pairs = [t for t in trials if isinstance(t.params["ablated"], list)]
-    singles_end = max(i for i, t in enumerate(trials) if not isinstance(t.params["ablated"], list))
-    assert pairs and all(trials.index(t) > singles_end for t in pairs)  # after the singles
+    assert pairs
+    # Pairs are suggested once every component has stopped, not before.
+    assert all("open" not in status.values() for a, status in suggested if isinstance(a, list))
     assert len({tuple(t.params["ablated"]) for t in pairs}) == math.comb(4, 2)  # top 4
     assert all(t.params["repeat"] < 4 for t in pairs)
     analysis = analysed(trials, effects, options)[""]
