@@ -222,11 +222,13 @@ class LOCO(Ablator):
       always-valid p-value is below ``alpha / m`` for ``m`` components), *precise*
       (its interval's half-width is at most ``precision``) or at ``max``.
     - ``budget``: ``{trials: N}`` or ``{seconds: S}``: no trial is started past it;
-      since decided components get no more, it is spent where the decision is open.
-      A resumed study counts its trials again, but not the earlier run's seconds.
-    - ``interactions``: ``k``: after every component stopped, the pairs of the
+      it goes to the open components nearest a decision first, and the trials each
+      needs to be settled are kept for it (:meth:`_plan_more`). A resumed study
+      counts the earlier runs' trials and seconds (each suggestion's ``info``
+      carries the study's ``elapsed`` seconds into the journal).
+    - ``interactions``: ``k``: once every component stopped, the pairs of the
       ``k`` most helpful pairable ones (not custom models) are left out together,
-      ``min`` paired repeats each.
+      ``min`` paired repeats each, without waiting for singles still running.
 
     The plan runs repeat 0 of everything, then repeat 1, and so on, so a study
     stopped early still has complete pairs. It answers WAIT while its next
