@@ -351,11 +351,12 @@ class LOCO(Ablator):
         """Queue what every open component's latest look asks for, the one nearest a
         decision first; or the interaction pairs once every component has stopped.
 
-        *Nearest a decision* is the fewest trials (its own and the base's) until the
-        first look that would settle it (decide it, or find it precise) if its mean
-        and spread stayed what its latest look saw (:meth:`_settling_look`); a
-        component no look up to ``max`` would settle comes after those, the smaller
-        p-value first.
+        *Nearest a decision* comes from a projection (:meth:`_settling_look`): the
+        first later look that would settle the component if its mean and spread
+        stayed what its latest look saw. The components it would decide come first
+        (a decision is what a study is for), then those it would find precise, then
+        those no look up to ``max`` would settle; within each, the earlier look,
+        then the smaller p-value.
 
         Without a budget, a component whose latest complete look left it open is
         scheduled through its next look, and, unless that look will probably settle
@@ -367,10 +368,12 @@ class LOCO(Ablator):
 
         With a budget, repeats are spent where they settle something: each open
         component gets its next look only (no group runs ahead on credit, so the
-        budget is not committed before the other components' looks are in), and a
-        component that could not be settled within the trials left gives way, while
-        trials are still running, to the ones whose looks are still to come in. Once
-        nothing is running, what is left goes to the nearest ones anyway.
+        budget is not committed before the other components' looks are in), in the
+        order above, and the trials it is projected to need until it is settled (its
+        own and the base's) are kept for it; a component that could not be settled
+        within the trials left after that gives way, while trials are still running,
+        to the ones whose looks are still to come in. Once nothing is running, what
+        is left goes to the nearest ones anyway.
         """
         status = self.status()
         looks = self.repeats.looks()
