@@ -373,7 +373,8 @@ class LOCO(Ablator):
         own and the base's) are kept for it; a component that could not be settled
         within the trials left after that gives way, while trials are still running,
         to the ones whose looks are still to come in. Once nothing is running, what
-        is left goes to the nearest ones anyway.
+        is left goes to the nearest ones anyway. (A seconds budget does not say how
+        many trials are left: the order and the next-look rule apply, not the reserve.)
         """
         status = self.status()
         looks = self.repeats.looks()
