@@ -73,7 +73,9 @@ class Optimizer(ABC):
           transition costs O(1) however large its state grows.
 
     Subclasses set ``name`` (lower case, used in specs) and ``option_names`` (the
-    keyword options their constructor takes).
+    keyword options their constructor takes), check their options in :meth:`check`
+    and build their state in :meth:`setup`; they keep this constructor, so every
+    optimiser takes the same arguments and checks them the same way.
 
     Args:
         searchspace: The space to search; must not be empty.
