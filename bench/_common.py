@@ -8,6 +8,7 @@ Import it before any SparkContext starts.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -92,7 +93,11 @@ def job_start(result: dict[str, Any]) -> float:
 
 
 def idle_breakdown(
-    trials: Sequence[dict[str, Any]], start: float, makespan: float, workers: int
+    trials: Sequence[dict[str, Any]],
+    start: float,
+    makespan: float,
+    workers: int,
+    waits: Sequence[float] | None = None,
 ) -> dict[str, float]:
     """Where the idle worker-seconds of a run are, from its trials' ``worker``,
     ``start`` (unix time) and ``duration``; ``start`` is the run's start.
@@ -100,22 +105,45 @@ def idle_breakdown(
     ``head``: from the start to each worker's first trial (a worker that ran none
     counts whole); ``between``: gaps between a worker's trials; ``tail``: from each
     worker's last trial end to the end of the run. With ``busy``, they add up to
-    ``workers x makespan``.
+    ``workers x makespan``. Two of them are split by cause as well:
+
+    - ``between`` = ``waits`` (gaps in which the optimiser answered WAIT, at the
+      unix times ``waits``: it had nothing to run until a trial ended) +
+      ``dispatch`` (the others: the engine handing out the next trial);
+    - ``tail`` = ``last_trials`` (from each worker's last trial end to the last
+      trial's end: the run's last trials, on fewer workers) + ``end`` (from the last
+      trial's end to the end of the run, on every worker: the engine closing).
     """
     per: dict[str, list[tuple[float, float]]] = {}
     for t in trials:
         if t.get("start") is None or t.get("duration") is None:
             continue
         per.setdefault(str(t.get("worker")), []).append((t["start"] - start, t["duration"]))
+    marks = sorted(w - start for w in waits or ())
     head = max(0, workers - len(per)) * makespan
-    between = tail = 0.0
+    dispatch = waited = last = 0.0
+    last_end = max((s + d for spans in per.values() for s, d in spans), default=makespan)
     for spans in per.values():
         spans.sort()
         head += max(0.0, spans[0][0])
         for (s0, d0), (s1, _) in zip(spans, spans[1:], strict=False):
-            between += max(0.0, s1 - (s0 + d0))
-        tail += max(0.0, makespan - (spans[-1][0] + spans[-1][1]))
-    return {"head": head, "between": between, "tail": tail}
+            gap = max(0.0, s1 - (s0 + d0))
+            i = bisect.bisect_left(marks, s0 + d0)
+            if i < len(marks) and marks[i] <= s1:
+                waited += gap
+            else:
+                dispatch += gap
+        last += max(0.0, last_end - (spans[-1][0] + spans[-1][1]))
+    end = max(0.0, makespan - last_end) * len(per)
+    return {
+        "head": head,
+        "between": dispatch + waited,
+        "tail": last + end,
+        "dispatch": dispatch,
+        "waits": waited,
+        "last_trials": last,
+        "end": end,
+    }
 
 
 class OtherCpu:
@@ -239,6 +267,24 @@ def finish(
                 "load_average": os.getloadavg(),
             },
         )
+
+
+def parse_args(
+    p: Any, argv: list[str] | None, sizes: dict[str, dict[str, Any]], key: str, attr: str
+) -> tuple[Any, str, dict[str, Any]]:
+    """The options every benchmark has (``--json``, ``--keep``) added to ``p``, the
+    arguments parsed, the logs quietened; returns ``(args, mode, sizes)``: ``mode``
+    is ``quick`` or ``full``, and ``sizes`` that mode's, with ``sizes[key]`` from the
+    option ``attr`` when given (at least 1)."""
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (results)")
+    args = p.parse_args(argv)
+    quiet_logs()
+    mode = "quick" if args.quick else "full"
+    chosen = dict(sizes[mode])
+    if getattr(args, attr) is not None:
+        chosen[key] = max(1, getattr(args, attr))
+    return args, mode, chosen
 
 
 def run_each(

@@ -220,20 +220,10 @@ class BudgetedASHA(ASHA):
     name = "asha"
     option_names = (*ASHA.option_names, "total_budget")
 
-    def __init__(
-        self,
-        searchspace: Searchspace,
-        *,
-        num_trials: int,
-        direction: str,
-        seed: int | None,
-        **options: Any,
-    ) -> None:
-        self.total_budget = float(options.get("total_budget", math.inf))
+    def setup(self) -> None:
+        self.total_budget = float(self.options.get("total_budget", math.inf))
         self.spent = 0.0
-        super().__init__(
-            searchspace, num_trials=num_trials, direction=direction, seed=seed, **options
-        )
+        super().setup()
 
     @classmethod
     def check(cls, searchspace: Searchspace, options: Any) -> list[tuple[str, str]]:

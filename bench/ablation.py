@@ -130,8 +130,43 @@ def list_schedule(seconds: list[float], workers: int) -> float:
     return max(free)
 
 
-def figures(result: dict[str, Any], wall: float, other_cores: float, label: str) -> dict[str, Any]:
-    """A run's figures from its result (``result.json``): time, utilisation, decisions."""
+class WaitLog:
+    """Records the unix times at which the study's ablator answered WAIT (it had
+    nothing to run until a trial ended), for the idle time by cause; in this
+    process only (the ``maggy run`` measure has none)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __enter__(self) -> WaitLog:
+        from maggy_core.ablation.ablators import LOCO
+        from maggy_core.optimizers import WAIT
+
+        self._cls, self._suggest = LOCO, LOCO.suggest
+        original, times = LOCO.suggest, self.times
+
+        def suggest(ablator: Any) -> Any:
+            decision = original(ablator)
+            if decision is WAIT:
+                times.append(time.time())
+            return decision
+
+        LOCO.suggest = suggest  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cls.suggest = self._suggest  # type: ignore[method-assign]
+
+
+def figures(
+    result: dict[str, Any],
+    wall: float,
+    other_cores: float,
+    label: str,
+    waits: list[float] | None = None,
+) -> dict[str, Any]:
+    """A run's figures from its result (``result.json``): time, utilisation, decisions,
+    and the idle worker-seconds by cause (``waits``: when the ablator answered WAIT)."""
     trials = _common.trial_times(result)
     makespan = float(result["makespan"])
     busy = sum(t["duration"] for t in trials)
@@ -146,6 +181,7 @@ def figures(result: dict[str, Any], wall: float, other_cores: float, label: str)
         "found": len(found),
         "found_true": len(found & {c for c, v in EFFECTS.items() if v > 0}),
         "wrong": len(found - {c for c, v in EFFECTS.items() if v > 0}),
+        "found_names": sorted(found),
         "repeats": {e["component"]: e.get("repeats") for e in entries},
         "stopped": {e["component"]: e.get("stopped") for e in entries},
         "bound_utilisation": sum(seconds) / (WORKERS * ideal) if ideal else None,
@@ -158,7 +194,10 @@ def figures(result: dict[str, Any], wall: float, other_cores: float, label: str)
         "utilisation": busy / (WORKERS * makespan) if makespan > 0 else None,
         "span_s": span,
         "utilisation_span": busy / (WORKERS * span) if span > 0 else None,
-        "idle_s": _common.idle_breakdown(trials, _common.job_start(result), makespan, WORKERS),
+        "idle_s": _common.idle_breakdown(
+            trials, _common.job_start(result), makespan, WORKERS, waits
+        ),
+        "waits": None if waits is None else len(waits),
         "wall_s": wall,
         "outside_s": wall - makespan,
         "analysis_components": len(analysis.get("components", [])),
@@ -188,10 +227,11 @@ def bench_study(runs: int, tmp: Path) -> list[dict[str, Any]]:
         for i, plan in [(i, plan) for i in range(runs) for plan in PLANS]:
             label = f"{plan} {i + 1} (warm)"
             print(f"  {label}: run_experiment ...", end=" ", flush=True)
-            result = _common.run_engine(
-                spec_dict(f"bench-ablation-{plan}-{i + 1}", plan), tmp, MASTER
-            )
-            f = figures(result, result["_wall"], result["_other_cores"], label)
+            with WaitLog() as waits:
+                result = _common.run_engine(
+                    spec_dict(f"bench-ablation-{plan}-{i + 1}", plan), tmp, MASTER
+                )
+            f = figures(result, result["_wall"], result["_other_cores"], label, waits.times)
             out.append(f)
             print(_one_line(f), flush=True)
     return out
@@ -247,15 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--runs", type=int, metavar="N", help="in-process runs of each plan (default 2; --quick 1)"
     )
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory (results)")
-    args = p.parse_args(argv)
-    _common.quiet_logs()
-
-    mode = "quick" if args.quick else "full"
-    sizes = dict(SIZES[mode])
-    if args.runs is not None:
-        sizes["runs"] = max(1, args.runs)
+    args, mode, sizes = _common.parse_args(p, argv, SIZES, "runs", "runs")
     names = [m for m in MEASURES if not args.only or m in args.only]
 
     _common.header("maggy ablation benchmark", mode, sizes)
@@ -333,11 +365,55 @@ def main(argv: list[str] | None = None) -> int:
         "worker-seconds within the makespan: before each worker's first trial, between its "
         "trials, after its last. wrong: useless components found significant."
     )
+    print("\n=== idle worker-seconds by cause (and utilisation over the trials' span)")
+    causes = ("head", "dispatch", "waits", "last_trials", "end")
+    table(
+        ["run", *causes, "idle", "WAITs", "util", "util span"],
+        [
+            [
+                f["run"],
+                *(fmt(f["idle_s"][k]) for k in causes),
+                fmt(sum(f["idle_s"][k] for k in causes)),
+                "-" if f.get("waits") is None else f["waits"],
+                fmt(f["utilisation"], ".3f"),
+                fmt(f["utilisation_span"], ".3f"),
+            ]
+            for f in runs
+        ],
+    )
+    print(
+        "  head: Spark job start to each worker's first trial; dispatch: gaps between a "
+        "worker's trials while the ablator had trials to give (the engine's hand-over); "
+        "waits: gaps in which the ablator answered WAIT (its next decision needed trials "
+        "still running; not recorded for `maggy run`, counted as dispatch); last_trials: "
+        "from each worker's last trial to the study's last (its last trials on fewer "
+        "workers); end: from the last trial's end to the end of the Spark job, on every "
+        "worker. util span: busy / (workers x first trial start to last trial end)."
+    )
+    print("\n=== trials and decisions, fixed and adaptive repeats side by side")
     for f in runs:
         print(
-            f"  {f['run']}: repeats "
+            f"  {f['run']}: {f['trials']} trials; repeats "
             + ", ".join(f"{c} {f['repeats'].get(c)} ({f['stopped'].get(c)})" for c in COMPONENTS)
         )
+    paired = [r for r in runs if "maggy run" not in r["run"]]
+    table(
+        ["component", "true effect", *(r["run"] for r in paired)],
+        [
+            [
+                c,
+                f"{EFFECTS[c]:g}",
+                *(
+                    f"{r['repeats'].get(c)} {r['stopped'].get(c)}"
+                    + (" *" if c in r["found_names"] else "")
+                    for r in paired
+                ),
+            ]
+            for c in COMPONENTS
+        ]
+        + [["trials", "", *(str(r["trials"]) for r in paired)]],
+    )
+    print("  per run: repeats and why the component stopped; * found significant")
 
     def of(plan: str) -> list[dict[str, Any]]:
         return [f for f in runs if f["run"].startswith(f"{plan} ") and "maggy run" not in f["run"]]

@@ -57,7 +57,8 @@ STUDY = {
         "components": ["scaling"],
     },
     # Clear effects stop after 3 repeats; open ones get up to 8, the one nearest a
-    # decision first, within 31 trials (about a minute for the DAG on two cores).
+    # decision first (the trials it needs kept for it), within 31 trials (about a
+    # minute for the DAG on two cores): the scaling switch is decided within them.
     "ablator": {
         "name": "loco",
         "repeats": {"min": 3, "max": 8, "precision": 0.02},

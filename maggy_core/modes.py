@@ -44,6 +44,14 @@ class Mode(ABC):
     def optimizer(self, spec: ExperimentSpec, seed: int | None) -> Optimizer:
         """A fresh optimiser (or ablator) for the experiment, seeded with ``seed``."""
 
+    def check_optimizer(self, spec: ExperimentSpec) -> None:
+        """Surface, before Spark starts, the errors building the optimiser would raise.
+
+        Raises:
+            SpecError: naming the field and what is allowed.
+        """
+        self.optimizer(spec, spec.seed)
+
     @abstractmethod
     def describe(self, spec: ExperimentSpec) -> str:
         """A few words for logs: what is searched and how."""
@@ -58,6 +66,9 @@ class Mode(ABC):
         """Extra keyword arguments of one trial's training function, in the worker."""
         return {}
 
+    #: The key of ``result.json`` the mode's analysis goes under (None: it has none).
+    analysis_key: ClassVar[str | None] = None
+
     def finish(
         self,
         spec: ExperimentSpec,
@@ -66,9 +77,25 @@ class Mode(ABC):
         results_root: Path,
         experiment_dir: Path,
     ) -> None:
-        """After the last trial, before ``result.json`` is written; may add to it.
-        A search has nothing to add."""
-        return None
+        """After the last trial, before ``result.json`` is written: the mode's
+        :meth:`analyse` goes under :attr:`analysis_key`. The trials are kept
+        whatever the analysis does: one that raises leaves ``{"error": ...}``."""
+        if self.analysis_key is None:
+            return
+        try:
+            result[self.analysis_key] = self.analyse(spec, result, results_root, experiment_dir)
+        except Exception as exc:
+            import logging
+
+            logging.getLogger("maggy").exception("the %s analysis failed", self.name)
+            result[self.analysis_key] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    def analyse(
+        self, spec: ExperimentSpec, result: dict[str, Any], root: Path, folder: Path
+    ) -> dict[str, Any]:
+        """The analysis of the ended experiment (``root``: the results' root,
+        ``folder``: the experiment's); only modes with an :attr:`analysis_key`."""
+        raise NotImplementedError
 
 
 def stopping_rule(spec: ExperimentSpec) -> StoppingRule:
@@ -117,6 +144,7 @@ class StudyMode(Mode):
     """An ablation study: the ablator's fixed plan of trials, then the analysis."""
 
     name = "study"
+    analysis_key = "ablation"
 
     def check(self, spec: ExperimentSpec, train_fn: Callable[..., Any]) -> None:
         from maggy_core.ablation.study import INJECTED, check_dataset_columns
@@ -144,6 +172,11 @@ class StudyMode(Mode):
             confidence=study.confidence,
         )
 
+    def check_optimizer(self, spec: ExperimentSpec) -> None:
+        """Nothing: validating the spec checked the ablator's options and counted its
+        trials (:func:`maggy_core.ablation.ablators.planned_trials`); the ablator is
+        built once, for the run."""
+
     def describe(self, spec: ExperimentSpec) -> str:
         study, ablator = spec.ablation, spec.ablator
         components = len(study.plan()) if study is not None else 0
@@ -152,10 +185,16 @@ class StudyMode(Mode):
 
     def worker_block(self, spec: ExperimentSpec) -> dict[str, Any] | None:
         """The study's block, with the table's path made absolute (Spark workers
-        do not run in the driver's directory)."""
+        do not run in the driver's directory) and ``features: {auto_groups: t}``
+        replaced by the groups the driver made: the workers get the plan, and do
+        not group the table's columns again."""
         if spec.ablation is None:
             return None
         block = spec.ablation.to_dict()
+        if isinstance(spec.ablation.features, Mapping):
+            block["features"] = [
+                list(c.members) for c in spec.ablation.plan() if c.kind == "feature"
+            ]
         if block["dataset"] is not None:
             block["dataset"] = str(Path(block["dataset"]).expanduser().resolve())
         return block
@@ -165,33 +204,22 @@ class StudyMode(Mode):
     ) -> dict[str, Any]:
         return _study_context(block).injections(params.get("ablated"))
 
-    def finish(
-        self,
-        spec: ExperimentSpec,
-        result: dict[str, Any],
-        *,
-        results_root: Path,
-        experiment_dir: Path,
-    ) -> None:
-        """Analyse the study; the trials are kept whatever the analysis does."""
-        import logging
-
+    def analyse(
+        self, spec: ExperimentSpec, result: dict[str, Any], root: Path, folder: Path
+    ) -> dict[str, Any]:
+        """The study's analysis (:func:`maggy_core.ablation.report.finish_study`)."""
         from maggy_core.ablation.report import finish_study
 
         if spec.ablation is None:
-            return
-        try:
-            result["ablation"] = finish_study(
-                spec.ablation,
-                result,
-                name=spec.name,
-                direction=spec.direction,
-                results_root=results_root,
-                experiment_dir=experiment_dir,
-            )
-        except Exception as exc:
-            logging.getLogger("maggy").exception("the ablation analysis failed")
-            result["ablation"] = {"error": f"{type(exc).__name__}: {exc}"}
+            raise SpecError.one("ablation", "a study needs its ablation block")
+        return finish_study(
+            spec.ablation,
+            result,
+            name=spec.name,
+            direction=spec.direction,
+            results_root=root,
+            experiment_dir=folder,
+        )
 
 
 MODES: dict[str, Mode] = {m.name: m for m in (SearchMode(), StudyMode())}

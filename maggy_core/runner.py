@@ -87,7 +87,7 @@ def prepare(spec: ExperimentSpec, train_fn: Callable[..., Any] | None = None) ->
         train_fn = load_callable(spec.train_fn)
     mode = mode_of(spec)
     mode.check(spec, train_fn)
-    mode.optimizer(spec, spec.seed)
+    mode.check_optimizer(spec)
     stopping_rule(spec)
     return train_fn
 

@@ -427,7 +427,7 @@ def _validate_ablation(
 ) -> AblationSpec | None:
     """Check ``ablation``, ``ablator``, and what a study implies for
     ``num_trials`` and ``es_policy``; fill ``out``. Returns the study or None."""
-    from maggy_core.ablation.ablators import get_ablator
+    from maggy_core.ablation.ablators import planned_trials
 
     raw, ablator = values.get("ablation"), values.get("ablator")
     if raw is None:
@@ -458,10 +458,10 @@ def _validate_ablation(
                     f"makes a plan of {planned:,} trials; at most {MAX_TRIALS:,} (num_trials)",
                 )
         seed = values.get("seed")
-        plan = get_ablator(
+        # Counted, not planned: the ablator is built once, by the run.
+        most = planned_trials(
             name,
             study.plan() if study is not None else [],
-            direction="max",
             seed=seed if _is_int(seed) else 0,
             options=options,
         )
@@ -470,13 +470,10 @@ def _validate_ablation(
         if study is None:
             pass
         elif wanted is None:
-            out["num_trials"] = plan.num_trials
-        elif wanted != plan.num_trials:
+            out["num_trials"] = most
+        elif wanted != most:
             problems.append(
-                (
-                    "num_trials",
-                    f"the ablation plan has {plan.num_trials} trials; leave num_trials out",
-                )
+                ("num_trials", f"the ablation plan has {most} trials; leave num_trials out")
             )
     except SpecError as err:
         problems += err.problems

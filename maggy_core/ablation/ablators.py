@@ -26,7 +26,7 @@ import random
 import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from maggy_core.ablation.sequential import LookStats, Repeats, sequential_stats
 from maggy_core.ablation.study import Component
@@ -80,13 +80,28 @@ class Ablator(Optimizer):
         self.direction = direction
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
         self.options = dict(options)
-        self._plan = self.plan()
-        self.num_trials = len(self._plan)
+        self._planned: list[dict[str, Any]] | None = None
+        self.num_trials = self.count_trials()
         self._count = 0
+        self._started: float | None = None  # the monotonic clock at the first suggestion
+        self._spent_before = 0.0  # seconds the earlier runs of a resumed study took
 
     def check_options(self, options: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Problems with the options, as ``(field, message)``; extend in subclasses."""
         return []
+
+    @property
+    def _plan(self) -> list[dict[str, Any]]:
+        """The plan, made when first needed (once per seed)."""
+        if self._planned is None:
+            self._planned = self.plan()
+        return self._planned
+
+    def count_trials(self) -> int:
+        """``num_trials``: the most trials the study runs (by default its plan's
+        length; an adaptive ablator that does not follow a plan counts them
+        without making one)."""
+        return len(self._plan)
 
     def repeat_seed(self, repeat: int) -> int:
         """The seed of repeat ``repeat``: the same for every component."""
@@ -96,6 +111,11 @@ class Ablator(Optimizer):
         """The suggestion of one trial; the study's seed goes into its ``info``."""
         params = {"ablated": ablated, "repeat": repeat, "seed": self.repeat_seed(repeat)}
         return Suggestion(params, info={"study_seed": self.seed})
+
+    def elapsed(self) -> float:
+        """Seconds the study has run, earlier runs included (see :meth:`resume`)."""
+        now = 0.0 if self._started is None else time.monotonic() - self._started
+        return self._spent_before + now
 
     @abstractmethod
     def plan(self) -> list[dict[str, Any]]:
@@ -126,8 +146,8 @@ class Ablator(Optimizer):
             (seed,) = seeds
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise SpecError.one("ablator", f"the journal's study seed is malformed: {seed!r}")
-            self.seed = seed
-            self._plan = self.plan()
+            if seed != self.seed:
+                self.seed, self._planned = seed, None  # the plan follows the seed
 
 
 def _parse_budget(value: Any) -> tuple[dict[str, float], list[tuple[str, str]]]:
@@ -178,6 +198,18 @@ def loco_options(options: Mapping[str, Any]) -> tuple[Repeats, dict[str, float],
     return repeats, budget, top_k
 
 
+#: The order in which open components get repeats under :meth:`LOCO._plan_more`: the
+#: ones projected to be decided, then the ones projected to be precise, then the rest.
+_RANK = {"decided": 0, "precise": 1, "none": 2}
+
+
+def _nearest(entry: tuple[int, int | None, float, int, str, int]) -> tuple[Any, ...]:
+    """Sort key of an open component: how it would settle, at which look (the
+    sooner the nearer), its p-value now, its place in the study."""
+    rank, settle, p_value, index, _, _ = entry
+    return (rank, math.inf if settle is None else settle, p_value, index)
+
+
 class LOCO(Ablator):
     """Leave one component out: the base trial plus one trial per component.
 
@@ -190,11 +222,13 @@ class LOCO(Ablator):
       always-valid p-value is below ``alpha / m`` for ``m`` components), *precise*
       (its interval's half-width is at most ``precision``) or at ``max``.
     - ``budget``: ``{trials: N}`` or ``{seconds: S}``: no trial is started past it;
-      since decided components get no more, it is spent where the decision is open.
-      A resumed study counts its trials again, but not the earlier run's seconds.
-    - ``interactions``: ``k``: after every component stopped, the pairs of the
+      it goes to the open components nearest a decision first, and the trials each
+      needs to be settled are kept for it (:meth:`_plan_more`). A resumed study
+      counts the earlier runs' trials and seconds (each suggestion's ``info``
+      carries the study's ``elapsed`` seconds into the journal).
+    - ``interactions``: ``k``: once every component stopped, the pairs of the
       ``k`` most helpful pairable ones (not custom models) are left out together,
-      ``min`` paired repeats each.
+      ``min`` paired repeats each, without waiting for singles still running.
 
     The plan runs repeat 0 of everything, then repeat 1, and so on, so a study
     stopped early still has complete pairs. It answers WAIT while its next
@@ -235,18 +269,18 @@ class LOCO(Ablator):
         self._queue: list[Suggestion] = []
         self._in_flight = 0
         self._suggested = 0
-        self._started: float | None = None
         self._pairs: list[tuple[str, str]] | None = None
         self._looks: dict[tuple[str, int], LookStats] = {}
         self._p_now: dict[str, float] = {}  # each component's p-value at the last status
-        self.num_trials = self._most_trials()
         self._queue_upto(self.repeats.min)
 
     def check_options(self, options: Mapping[str, Any]) -> list[tuple[str, str]]:
         return []  # validated by loco_options before the base class runs
 
     def plan(self) -> list[dict[str, Any]]:
-        """The most single-component trials the study can run: all of them to ``max``."""
+        """The most single-component trials the study can run: all of them to ``max``
+        (the study schedules itself and never makes this list; it is the bound
+        :meth:`count_trials` counts)."""
         out = []
         for r in range(self.repeats.max):
             seed = self.repeat_seed(r)
@@ -254,12 +288,19 @@ class LOCO(Ablator):
                 out.append({"ablated": ablated, "repeat": r, "seed": seed})
         return out
 
-    def _most_trials(self) -> int:
-        """``num_trials``: the plan, the pairs' trials, within the trial budget."""
-        pairable = sum(1 for c in self.components if c.kind in PAIRABLE)
-        pairs = math.comb(min(self.top_k, pairable), 2) * self.repeats.min
-        most = len(self._plan) + pairs
-        return min(most, int(self.budget["trials"])) if "trials" in self.budget else most
+    def count_trials(self) -> int:
+        return self.most_trials(self.components, self.repeats, self.budget, self.top_k)
+
+    @staticmethod
+    def most_trials(
+        components: Sequence[Component], repeats: Repeats, budget: Mapping[str, float], top_k: int
+    ) -> int:
+        """``num_trials``: the plan's trials, the pairs', within the trial budget;
+        counted, not planned."""
+        pairable = sum(1 for c in components if c.kind in PAIRABLE)
+        pairs = math.comb(min(top_k, pairable), 2) * repeats.min
+        most = repeats.max * (1 + len(components)) + pairs
+        return min(most, int(budget["trials"])) if "trials" in budget else most
 
     # ------------------------------------------------------------ scheduling
 
@@ -285,11 +326,7 @@ class LOCO(Ablator):
         if "trials" in self.budget and self._suggested >= self.budget["trials"]:
             return True
         seconds = self.budget.get("seconds")
-        return (
-            seconds is not None
-            and self._started is not None
-            and time.monotonic() - self._started >= seconds
-        )
+        return seconds is not None and self.elapsed() >= seconds
 
     def suggest(self) -> Suggestion | Decision:
         if self._started is None:
@@ -303,68 +340,118 @@ class LOCO(Ablator):
         if self._queue:
             self._suggested += 1
             self._in_flight += 1
-            return self._queue.pop(0)
+            suggestion = self._queue.pop(0)
+            # The study's clock travels in the journal, so a resumed study counts the
+            # earlier runs' seconds against its budget.
+            suggestion.info["elapsed"] = round(self.elapsed(), 3)
+            return suggestion
         return WAIT if self._in_flight else DONE
 
     def _plan_more(self) -> None:
         """Queue what every open component's latest look asks for, the one nearest a
-        decision (smallest p-value) first, so that a budget goes first where it is
-        most likely to settle something; or the interaction pairs once every
-        component has stopped.
+        decision first; or the interaction pairs once every component has stopped.
 
-        A component whose latest complete look left it open is scheduled through its
-        next look, and, unless that look will probably settle it, through the look
-        after: one group runs ahead while the next look completes, so workers do not
-        idle at each look, and a component about to be decided gets no repeats it
-        will not need. The target is a function of the component's own results
-        only, so the plan is the same whatever order trials end in (and after a
-        resume).
+        *Nearest a decision* comes from a projection (:meth:`_settling_look`): the
+        first later look that would settle the component if its mean and spread
+        stayed what its latest look saw. The components it would decide come first
+        (a decision is what a study is for), then those it would find precise, then
+        those no look up to ``max`` would settle; within each, the earlier look,
+        then the smaller p-value.
+
+        Without a budget, a component whose latest complete look left it open is
+        scheduled through its next look, and, unless that look will probably settle
+        it, through the look after: one group runs ahead while the next look
+        completes, so workers do not idle at each look, and a component about to be
+        decided gets no repeats it will not need. The target is a function of the
+        component's own results only, so the plan is the same whatever order trials
+        end in (and after a resume).
+
+        With a budget, repeats are spent where they settle something: each open
+        component gets its next look only (no group runs ahead on credit, so the
+        budget is not committed before the other components' looks are in), in the
+        order above, and the trials it is projected to need until it is settled (its
+        own and the base's) are kept for it; a component that could not be settled
+        within the trials left after that gives way, while trials are still running,
+        to the ones whose looks are still to come in. Once nothing is running, what
+        is left goes to the nearest ones anyway. (A seconds budget does not say how
+        many trials are left: the order and the next-look rule apply, not the reserve.)
         """
         status = self.status()
         looks = self.repeats.looks()
-        order = sorted(self._names, key=lambda n: (self._p_now.get(n, 1.0), self._names.index(n)))
-        for name in order:
+        left = self._trials_left()
+        wanted = []
+        for i, name in enumerate(self._names):
             if status[name] != "open":
                 continue
             pairs = self._pairs_of(name)
             reached = [k for k, n in enumerate(looks) if n <= len(pairs)]
+            settle, how = None, "none"
             if not reached:
                 target = looks[0]
             else:
-                ahead = 1 if self._settles_next(name, pairs, reached[-1]) else 2
-                target = looks[min(reached[-1] + ahead, len(looks) - 1)]
+                k = reached[-1]
+                settle, how = self._settling_look(name, pairs, k)
+                if self.budget:
+                    target = looks[k + 1]
+                else:
+                    target = looks[min(k + (1 if settle == k + 1 else 2), len(looks) - 1)]
+            wanted.append((_RANK[how], settle, self._p_now.get(name, 1.0), i, name, target))
+        for _, settle, _, _, name, target in sorted(wanted, key=_nearest):
+            need = 0 if settle is None else self._trials_to(name, looks[settle])
+            if left is not None and self._in_flight and need > left:
+                continue  # it cannot be settled within the budget: keep it for others
+            before = len(self._queue)
             lost = self._lost(name)  # repeats that ended without a usable pair
             self._queue_upto(min(self.repeats.max, target + lost), [name])
+            if left is not None:
+                # What it needs to be settled is kept for it, beyond the look queued now.
+                left -= max(len(self._queue) - before, need)
         if self._queue or any(s == "open" for s in status.values()) or self._pairs is not None:
             return
-        if self.top_k and not self._in_flight:
+        if self.top_k:
+            # Every component has stopped: the pairs follow at once, without waiting
+            # for the last singles still running (they cannot change the ranking,
+            # which reads each component's look where it stopped).
             self._pairs = self._choose_pairs()
             for r in range(self.repeats.min):
                 for a, b in self._pairs:
                     self._push(f"{a}&{b}", r)
 
-    def _settles_next(self, name: str, pairs: list[float], k: int) -> bool:
-        """Whether the next look would decide the component (or find it precise) if
-        its mean and spread stayed what look ``k`` saw: the interval it would have
-        there, at the decision's level, excludes zero (or is narrow enough)."""
+    def _trials_left(self) -> int | None:
+        """Trials the trial budget still allows (``None``: no trial budget)."""
+        if "trials" not in self.budget:
+            return None
+        return max(0, int(self.budget["trials"]) - self._suggested)
+
+    def _trials_to(self, name: str, n: int) -> int:
+        """Trials to schedule, the component's and the base's, until both reach ``n``."""
+        return max(0, n - self._scheduled[name]) + max(0, n - self._scheduled[None])
+
+    def _settling_look(self, name: str, pairs: list[float], k: int) -> tuple[int | None, str]:
+        """The first look after ``k`` that would settle the component if its mean and
+        spread stayed what look ``k`` saw, and how: ``"decided"`` (the interval it
+        would have there, at the decision's level, excludes zero) or ``"precise"``
+        (it is narrow enough); ``(None, "none")`` when no look up to ``max`` would."""
         looks, weights = self.repeats.looks(), self.repeats.weights()
         if k + 1 >= len(looks):
-            return True
+            return None, "none"
         s = self._look(name, pairs, looks[k])
         if s.mean is None or s.std is None:
-            return False
+            return None, "none"
         from scipy import stats  # lazy: scipy is slow to import
 
-        n = looks[k + 1]
         m = max(1, len(self._names))
-        sem = s.std / math.sqrt(n)
-        decide = float(stats.t.ppf(1 - self.alpha * weights[k + 1] / (2 * m), n - 1)) * sem
-        if abs(s.mean) > decide:
-            return True
-        if self.repeats.precision is None:
-            return False
-        level = (1 - self.confidence) * weights[k + 1] / 2
-        return float(stats.t.ppf(1 - level, n - 1)) * sem <= self.repeats.precision
+        for j in range(k + 1, len(looks)):
+            n = looks[j]
+            sem = s.std / math.sqrt(n)
+            decide = float(stats.t.ppf(1 - self.alpha * weights[j] / (2 * m), n - 1)) * sem
+            if abs(s.mean) > decide:
+                return j, "decided"
+            if self.repeats.precision is not None:
+                level = (1 - self.confidence) * weights[j] / 2
+                if float(stats.t.ppf(1 - level, n - 1)) * sem <= self.repeats.precision:
+                    return j, "precise"
+        return None, "none"
 
     def _lost(self, name: str) -> int:
         """Repeats of the component that ended without a usable pair (a failed trial,
@@ -382,16 +469,37 @@ class LOCO(Ablator):
         return all(r in seen and r in base for r in range(self._scheduled[name]))
 
     def _choose_pairs(self) -> list[tuple[str, str]]:
-        stats = {
-            n: sequential_stats(self._pairs_of(n), self.repeats, self.confidence)
-            for n in self._names
-        }
+        """The pairs of the ``top_k`` most helpful pairable components, ranked by
+        their mean effect at the look where each stopped (:meth:`_stopping_look`):
+        fixed once it stopped, so the pairs do not depend on trials still running
+        or on the order trials end in."""
+        means = {n: self._stopping_look(n).mean for n in self._names}
         kinds = {c.name: c.kind for c in self.components}
         ranked = sorted(
-            (n for n in self._names if kinds[n] in PAIRABLE and stats[n].mean is not None),
-            key=lambda n: -(stats[n].mean or 0.0),
+            (n for n in self._names if kinds[n] in PAIRABLE and means[n] is not None),
+            key=lambda n: -(means[n] or 0.0),
         )
         return list(itertools.combinations(ranked[: self.top_k], 2))
+
+    def _stopping_look(self, name: str) -> LookStats:
+        """The statistics of the first look that stopped the component (decided,
+        precise, or at ``max``), or of its latest look if none did."""
+        looks, m = self.repeats.looks(), max(1, len(self._names))
+        pairs = self._pairs_of(name)
+        latest = sequential_stats([], self.repeats, self.confidence)
+        for n in looks:
+            if n > len(pairs):
+                break
+            latest = self._look(name, pairs, n)
+            p_value = 1.0 if latest.p_value is None else latest.p_value
+            precise = (
+                self.repeats.precision is not None
+                and latest.half_width is not None
+                and latest.half_width <= self.repeats.precision
+            )
+            if p_value * m < self.alpha or precise or n >= self.repeats.max:
+                break
+        return latest
 
     # ------------------------------------------------------------ results
 
@@ -477,6 +585,16 @@ class LOCO(Ablator):
         """Rebuild from an earlier run's trials: what was suggested, and the results
         of those that ended (pending ones are observed later, as they end again)."""
         self._take_seed(trials)
+        self._spent_before = max(
+            (
+                float(t.info["elapsed"])
+                for t in trials
+                if isinstance(t.info.get("elapsed"), int | float)
+                and not isinstance(t.info.get("elapsed"), bool)
+                and math.isfinite(t.info["elapsed"])
+            ),
+            default=0.0,
+        )
         self._queue = []
         self._scheduled = {None: 0, **{n: 0 for n in self._names}}
         for t in trials:
@@ -506,24 +624,12 @@ class LOCO(Ablator):
 _ABLATORS: dict[str, type[Ablator]] = {"loco": LOCO}
 
 
-def get_ablator(
-    name: str,
-    components: Sequence[Component],
-    *,
-    direction: str,
-    seed: int | None,
-    options: Mapping[str, Any] | None = None,
-    alpha: float = 0.05,
-    confidence: float = 0.95,
-) -> Ablator:
-    """Build the ablator registered as ``name`` or imported from ``"module:Class"``.
-
-    ``alpha`` and ``confidence`` (the study's) go to ablators that decide as they
-    go (:class:`LOCO`).
+def ablator_class(name: str) -> type[Ablator]:
+    """The ablator registered as ``name`` or imported from ``"module:Class"``.
 
     Raises:
         SpecError: Under ``ablator`` for an unknown name or a class that is not an
-            :class:`Ablator`; under ``ablator.<option>`` for a bad option.
+            :class:`Ablator`.
     """
     cls: Any = _ABLATORS.get(name.lower()) if ":" not in name else None
     if ":" in name:
@@ -543,5 +649,60 @@ def get_ablator(
             "ablator",
             f"unknown ablator {name!r}; allowed: {', '.join(_ABLATORS)} or 'module:Class'",
         )
+    return cast("type[Ablator]", cls)
+
+
+def planned_trials(
+    name: str,
+    components: Sequence[Component],
+    *,
+    seed: int | None,
+    options: Mapping[str, Any] | None = None,
+) -> int:
+    """The most trials the study can run (its ``num_trials``), with the options
+    checked. LOCO counts them without being built (the ablator is built once, for
+    the run); another ablator is built to ask it.
+
+    Raises:
+        SpecError: As :func:`get_ablator`.
+    """
+    cls = ablator_class(name)
+    options = dict(options or {})
+    if cls is LOCO:  # the same checks, in the same order, as LOCO's constructor
+        counted = LOCO.most_trials(
+            components, *loco_options({k: v for k, v in options.items() if k in LOCO.option_names})
+        )
+        allowed = ", ".join(LOCO.option_names)
+        unknown = [
+            (f"ablator.{k}", f"unknown option for {LOCO.name}; allowed: {allowed}")
+            for k in options
+            if k not in LOCO.option_names
+        ]
+        if unknown:
+            raise SpecError(unknown)
+        return counted
+    return get_ablator(name, components, direction="max", seed=seed, options=options).num_trials
+
+
+def get_ablator(
+    name: str,
+    components: Sequence[Component],
+    *,
+    direction: str,
+    seed: int | None,
+    options: Mapping[str, Any] | None = None,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+) -> Ablator:
+    """Build the ablator registered as ``name`` or imported from ``"module:Class"``.
+
+    ``alpha`` and ``confidence`` (the study's) go to ablators that decide as they
+    go (:class:`LOCO`).
+
+    Raises:
+        SpecError: Under ``ablator`` for an unknown name or a class that is not an
+            :class:`Ablator`; under ``ablator.<option>`` for a bad option.
+    """
+    cls = ablator_class(name)
     extra = {"alpha": alpha, "confidence": confidence} if issubclass(cls, LOCO) else {}
     return cls(components, direction=direction, seed=seed, **extra, **dict(options or {}))

@@ -15,6 +15,7 @@ from typing import Any
 
 from maggy_core.ablation.ablators import loco_options
 from maggy_core.ablation.analysis import (
+    CSV_COLUMNS,
     AblationHistory,
     Observation,
     analyse,
@@ -28,24 +29,8 @@ from maggy_core.ablation.study import AblationSpec
 log = logging.getLogger("maggy")
 
 HISTORY_DIR = "_ablation_history"
-#: The columns of a component that the XCom summary carries.
-SUMMARY_FIELDS = (
-    "rank",
-    "component",
-    "kind",
-    "n",
-    "repeats",
-    "stopped",
-    "metric_mean",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "significant",
-    "changed",
-    "previous_delta",
-)
+#: The columns of a component that the XCom summary carries: those of ``ablation.csv``.
+SUMMARY_FIELDS = CSV_COLUMNS
 
 
 def history_path(study: AblationSpec, name: str, results_root: Path) -> Path:

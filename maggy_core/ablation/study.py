@@ -126,7 +126,12 @@ class AblationSpec:
     alpha: float = 0.05
 
     def __post_init__(self) -> None:
-        self.plan()  # validates everything; raises SpecError under ablation.*
+        # The components are built once, here, and kept: building them validates the
+        # whole block and, with ``features: {auto_groups: t}``, reads the table and
+        # its correlations, which must not happen again each time someone (the spec's
+        # check, the mode, the coordinator, the analysis) asks for the plan.
+        # Not a dataclass field, so equality, to_dict() and hashing ignore it.
+        object.__setattr__(self, "_components", tuple(self._build_plan()))
 
     @classmethod
     def parse(cls, data: Any) -> AblationSpec:
@@ -163,7 +168,11 @@ class AblationSpec:
 
     def plan(self) -> list[Component]:
         """The study's components in order: features, layers, layer groups,
-        custom models, switches.
+        custom models, switches; built once, when the block was made."""
+        return list(self._components)  # type: ignore[attr-defined]
+
+    def _build_plan(self) -> list[Component]:
+        """Build (and validate) the components.
 
         Raises:
             SpecError: Every problem of the block, under ``ablation.<key>``.

@@ -67,26 +67,14 @@ class ASHA(Optimizer):
     name = "asha"
     option_names = ("resource_min", "resource_max", "reduction_factor", "brackets")
 
-    def __init__(
-        self,
-        searchspace: Searchspace,
-        *,
-        num_trials: int,
-        direction: str,
-        seed: int | None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            searchspace, num_trials=num_trials, direction=direction, seed=seed, **options
-        )
-        opts = {**_DEFAULTS, **options}
+    def setup(self) -> None:
+        opts = {**_DEFAULTS, **self.options}
         self.budgets = _budgets(
             opts["resource_min"], opts["resource_max"], opts["reduction_factor"]
         )
         self.eta = float(opts["reduction_factor"])
         self.brackets = int(opts.get("brackets", self._default_brackets()))
-        self.sign = 1.0 if direction == "max" else -1.0
-        self._seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+        self.sign = 1.0 if self.direction == "max" else -1.0
         self._reset()
 
     def _default_brackets(self) -> int:

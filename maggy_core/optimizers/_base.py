@@ -8,6 +8,7 @@ snapshots and never reach into the coordinator.
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +73,9 @@ class Optimizer(ABC):
           transition costs O(1) however large its state grows.
 
     Subclasses set ``name`` (lower case, used in specs) and ``option_names`` (the
-    keyword options their constructor takes).
+    keyword options their constructor takes), check their options in :meth:`check`
+    and build their state in :meth:`setup`; they keep this constructor, so every
+    optimiser takes the same arguments and checks them the same way.
 
     Args:
         searchspace: The space to search; must not be empty.
@@ -109,6 +112,17 @@ class Optimizer(ABC):
         self.direction = direction
         self.seed = seed
         self.options = dict(options)
+        # Without a seed, one is drawn now and kept, so that a resumed optimiser
+        # (rebuilt from its trials with this seed) continues the same sequence.
+        self._seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 - optional hook: most optimisers have state
+        """Build the implementation's own state, after the arguments were checked and
+        kept (``searchspace``, ``num_trials``, ``direction``, ``seed``, ``options``,
+        and ``_seed``, the seed drawn when ``seed`` is ``None``). Implementations
+        override this instead of the constructor, so they share its signature and
+        checks."""
 
     @classmethod
     def check(cls, searchspace: Searchspace, options: Mapping[str, Any]) -> list[tuple[str, str]]:

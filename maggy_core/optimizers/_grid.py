@@ -23,20 +23,9 @@ class GridSearch(Optimizer):
 
     name = "gridsearch"
 
-    def __init__(
-        self,
-        searchspace: Searchspace,
-        *,
-        num_trials: int,
-        direction: str,
-        seed: int | None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            searchspace, num_trials=num_trials, direction=direction, seed=seed, **options
-        )
-        self._axes = [(name, p.grid_values()) for name, p in searchspace.items()]
-        self._total = min(num_trials, math.prod(len(values) for _, values in self._axes))
+    def setup(self) -> None:
+        self._axes = [(name, p.grid_values()) for name, p in self.searchspace.items()]
+        self._total = min(self.num_trials, math.prod(len(values) for _, values in self._axes))
         self._index = 0
 
     @classmethod

@@ -352,20 +352,9 @@ class _OptunaSearch(Optimizer):
     #: The class in ``optuna.samplers``; ``None``: the option ``sampler`` names it.
     sampler_class: ClassVar[str | None] = None
 
-    def __init__(
-        self,
-        searchspace: Searchspace,
-        *,
-        num_trials: int,
-        direction: str,
-        seed: int | None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            searchspace, num_trials=num_trials, direction=direction, seed=seed, **options
-        )
+    def setup(self) -> None:
         self._optuna = _import_optuna()
-        kwargs = dict(options)
+        kwargs = dict(self.options)
         name = self.sampler_class or kwargs.pop("sampler", _DEFAULT_SAMPLER)
         self._sampler_name: str = name
         self._sampler_cls = _sampler_classes()[name]
@@ -378,14 +367,13 @@ class _OptunaSearch(Optimizer):
         self._stopped_complete = name in _PRUNED_UNSEEN
         self._sampler_kwargs = kwargs
         self._takes_seed = "seed" in params
-        self._seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
-        self._distributions = {n: _distribution(p) for n, p in searchspace.items()}
+        self._distributions = {n: _distribution(p) for n, p in self.searchspace.items()}
         self._neutral = self._optuna.samplers.RandomSampler(seed=0)
         self._count = 0
         self._records: list[_Record] = []
         self._rebuild([])
         if name == "CmaEsSampler":
-            others = [n for n, p in searchspace.items() if p.type not in (DOUBLE, INTEGER)]
+            others = [n for n, p in self.searchspace.items() if p.type not in (DOUBLE, INTEGER)]
             if others:
                 log.warning(
                     "%s: CMA-ES models numbers only; it samples %s at random",

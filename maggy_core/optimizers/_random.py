@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from maggy_core.optimizers._base import DONE, Decision, Optimizer, Suggestion
-from maggy_core.searchspace import Searchspace
 from maggy_core.trial import FrozenTrial
 
 # How often to redraw a point already suggested before accepting the repeat.
@@ -34,24 +33,10 @@ class RandomSearch(Optimizer):
 
     name = "randomsearch"
 
-    def __init__(
-        self,
-        searchspace: Searchspace,
-        *,
-        num_trials: int,
-        direction: str,
-        seed: int | None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            searchspace, num_trials=num_trials, direction=direction, seed=seed, **options
-        )
-        # Without a seed, draw one now and keep it in the state, so a resumed
-        # search still continues the same sequence.
-        self._seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+    def setup(self) -> None:
         self._count = 0
-        finite = all(p.griddable for _, p in searchspace.items())
-        self._size = searchspace.grid_size() if finite else None
+        finite = all(p.griddable for _, p in self.searchspace.items())
+        self._size = self.searchspace.grid_size() if finite else None
         self._seen: set[str] = set()
 
     def suggest(self) -> Suggestion | Decision:

@@ -184,6 +184,117 @@ def test_adaptive_repeats_decide_strong_effects_early_and_spend_on_small_ones(
     assert rows[0].endswith(",repeats,stopped")
 
 
+def test_one_run_builds_the_plan_once(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the spec's validation to the analysis, the driver builds the study's
+    components once (grouping the table's columns once) and the ablator once; the
+    workers get the groups the driver made."""
+    from maggy_core.ablation import ablators, study
+
+    built: dict[str, int] = {"components": 0, "groups": 0, "ablator": 0, "loco_plan": 0}
+
+    def counting(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            built[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(
+        study.AblationSpec, "_build_plan", counting("components", study.AblationSpec._build_plan)
+    )
+    monkeypatch.setattr(study, "correlated_groups", counting("groups", study.correlated_groups))
+    monkeypatch.setattr(
+        ablators.Ablator, "__init__", counting("ablator", ablators.Ablator.__init__)
+    )
+    monkeypatch.setattr(ablators.LOCO, "plan", counting("loco_plan", ablators.LOCO.plan))
+
+    data = ablation_fixtures.write_signal_table(tmp_path / "table.parquet", rows=200, seed=2)
+    spec = ExperimentSpec.from_dict(
+        {
+            "name": "plan-once",
+            "train_fn": "ablation_fixtures:fit_logistic",
+            "ablation": {
+                "dataset": str(data),
+                "label": ablation_fixtures.LABEL,
+                "features": {"auto_groups": 0.9},
+                "components": ["scaling"],
+            },
+            "ablator": {"name": "loco", "repeats": {"min": 2, "max": 3}},
+            "direction": "max",
+            "optimization_key": "accuracy",
+            "workers": 2,
+            "seed": 5,
+            "hb_interval": 0.5,
+        }
+    )
+    assert spec.num_trials == (1 + 4) * 3
+    result = run_experiment(spec, redis_url=redis_url, results_dir=tmp_path / "results")
+    assert result["status"] == "finished", result["reason"]
+    assert {t["status"] for t in result["trials"]} == {"finished"}, [
+        t.get("error") for t in result["trials"]
+    ]
+    assert "error" not in result["ablation"], result["ablation"]
+    assert {e["component"] for e in result["ablation"]["components"]} == {
+        *ablation_fixtures.FEATURES,
+        "scaling",
+    }
+    assert built == {"components": 1, "groups": 1, "ablator": 1, "loco_plan": 0}
+
+
+def test_a_seconds_budget_counts_the_earlier_runs_time_after_a_resume(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The driver dies 2 s into a study of ``budget: {seconds: 4}`` (the journal cut
+    there); the resumed run starts its clock at the journal's 2 s, not at 0, and
+    starts no trial past 4 s in all."""
+
+    def sleepy(ablated: Any, seed: int) -> float:
+        import time
+
+        time.sleep(0.15)
+        return 1.0 + (seed % 7) / 100
+
+    spec = ExperimentSpec.from_dict(
+        {
+            "name": "seconds-budget",
+            "ablation": {"components": ["a", "b"]},
+            "ablator": {"name": "loco", "repeats": 60, "budget": {"seconds": 4}},
+            "workers": 2,
+            "seed": 6,
+            "hb_interval": 0.5,
+            "experiment_id": "seconds-budget-resume",
+        },
+        require_train_fn=False,
+    )
+    results = tmp_path / "results"
+    first = run_experiment(spec, train_fn=sleepy, redis_url=redis_url, results_dir=results)
+    assert first["status"] == "finished", first["reason"]
+    elapsed = [t["info"]["elapsed"] for t in first["trials"]]
+    assert max(elapsed) < 4.0 < (1 + 2) * 60 * 0.15 / 2  # the budget, not the plan, ended it
+    journal = results / "seconds-budget-resume" / "journal.jsonl"
+    records = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines()]
+    # Cut after the last trial that ended among those suggested in the first 2 s.
+    early = {t["trial_id"] for t in first["trials"] if t["info"]["elapsed"] < 2.0}
+    last = max(
+        i for i, r in enumerate(records) if r["type"] == "trial_ended" and r["trial_id"] in early
+    )
+    cut = records[: last + 1]
+    journal.write_text("".join(json.dumps(r) + "\n" for r in cut), encoding="utf-8")
+    spent = max(r["info"]["elapsed"] for r in cut if r["type"] == "trial_started" and "info" in r)
+    assert 1.0 < spent < 4.0
+
+    second = run_experiment(spec, train_fn=sleepy, redis_url=redis_url, results_dir=results)
+    assert second["status"] == "finished", second["reason"]
+    before = {r["trial_id"] for r in cut if r["type"] == "trial_started"}
+    new = [t["info"]["elapsed"] for t in second["trials"] if t["trial_id"] not in before]
+    assert new, "the resumed run had budget left"
+    assert min(new) >= spent  # its clock went on from the journal's
+    assert max(new) < 4.0  # and stopped at the study's 4 s, not 4 s after the resume
+    assert "error" not in second["ablation"], second["ablation"]
+
+
 @pytest.mark.slow
 def test_keras_study_runs_on_spark(redis_url: str, tmp_path: Path) -> None:
     from maggy_core.examples import tabular
