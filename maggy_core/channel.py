@@ -13,6 +13,8 @@ key                type         use
 ``assign:<w>``     list         coordinator -> worker ``w``: next trial, or done
 ``workers``        sorted set   worker id -> last heartbeat (unix time)
 ``ctl``            hash         trial id -> ``STOP``; read on every report
+``verdict:<w>``    list         coordinator -> worker ``w``: the stopping rule's
+                                answer to a report that asked for it
 ``keys``           set          every key made, so the end can expire them all
 ``follower``       string, TTL  the Airflow task (or its trigger) that follows the
                                 experiment says it is there (see ``touch_follower``)
@@ -91,10 +93,13 @@ MESSAGE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "budget": _OPT_NUM,
     },
     "done": {"reason": (str,)},
+    # coordinator -> worker: the answer to a ``metric`` event sent with ``ask``
+    "verdict": {"trial": (str,), "attempt": (int,), "step": (int,), "verdict": (str,)},
     # followers -> coordinator, on the ``requests`` stream
     "stop_trial": {"trial": (str,), "reason": (str,), "at": _NUM},
 }
 FINAL_STATUSES = ("finished", "early_stopped")
+VERDICTS = ("stop", "go")
 
 #: Limits on what the channel accepts. Messages are refused above them (decoded
 #: as a MessageError, counted as malformed and acknowledged), so nothing written to
@@ -205,6 +210,11 @@ def validate(body: Mapping[str, Any]) -> None:
             f"field 'status' of a 'final' message: must be one of {FINAL_STATUSES}, "
             f"got {body['status']!r}"
         )
+    if kind == "verdict" and body["verdict"] not in VERDICTS:
+        raise MessageError(
+            f"field 'verdict' of a 'verdict' message: must be one of {VERDICTS}, "
+            f"got {body['verdict']!r}"
+        )
 
 
 def key_prefix(experiment_id: str) -> str:
@@ -269,6 +279,9 @@ class _Channel:
 
     def assign_key(self, worker: str) -> str:
         return self.key(f"assign:{worker}")
+
+    def verdict_key(self, worker: str) -> str:
+        return self.key(f"verdict:{worker}")
 
     def meta(self) -> dict[str, str]:
         """The experiment's ``meta`` hash, decoded to strings."""
@@ -511,8 +524,16 @@ class WorkerChannel(_Channel):
             },
         )
 
-    def report(self, trial: str, attempt: int, step: int, value: float) -> bool:
+    def report(self, trial: str, attempt: int, step: int, value: float, wait: float = 0.0) -> bool:
         """Send a metric and read the trial's stop flag in one round trip.
+
+        Args:
+            wait: When > 0, the report asks for the stopping rule's verdict on it and
+                waits up to ``wait`` seconds for it, in the same round trip (the
+                pipeline's ``BLPOP`` on ``verdict:<w>``): a trial the rule stops at
+                this step learns it now, not one step later. Without an answer in
+                time (a busy or absent coordinator) the trial goes on, and the stop
+                flag tells it at a later report.
 
         Returns:
             True when the coordinator has asked this trial to stop.
@@ -520,20 +541,50 @@ class WorkerChannel(_Channel):
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
+        fields: dict[str, Any] = {"trial": trial, "attempt": attempt, "step": step, "value": value}
+        if wait > 0:
+            fields["ask"] = 1
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(
-            self.key("events"),
-            {"m": self.event("metric", trial=trial, attempt=attempt, step=step, value=value)},
-        )
+        pipe.xadd(self.key("events"), {"m": self.event("metric", **fields)})
         pipe.hget(self.key("ctl"), trial)
+        if wait > 0:
+            pipe.blpop([self.verdict_key(self.worker)], timeout=wait)
+        deadline = time.monotonic() + wait
         try:
-            _, flag = pipe.execute()
+            replies = pipe.execute()
+            flag = replies[1]
+            if wait > 0:
+                item = replies[2]
+                while True:
+                    answer = self._verdict_of(item, trial, attempt, step)
+                    if answer is not None:
+                        return answer or flag == STOP.encode()
+                    left = deadline - time.monotonic()
+                    if item is None or left <= 0.001:
+                        break  # no answer in time: go on, the flag will tell
+                    # An answer to an earlier report that gave up waiting: next one.
+                    item = self.client.blpop([self.verdict_key(self.worker)], timeout=left)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # Redis is away: the trial goes on without this point of its curve
             # rather than failing for the channel's sake.
             self._warn_once("a metric report", exc)
             return False
         return flag == STOP.encode()
+
+    @staticmethod
+    def _verdict_of(item: Any, trial: str, attempt: int, step: int) -> bool | None:
+        """True/False for the verdict on this report in a ``BLPOP`` reply, None when
+        the reply is empty or answers another report (or is not a verdict)."""
+        if item is None:
+            return None
+        msg = _decode_entry({b"m": item[1]})
+        if (
+            isinstance(msg, MessageError)
+            or msg["type"] != "verdict"
+            or (msg["trial"], msg["attempt"], msg["step"]) != (trial, attempt, step)
+        ):
+            return None
+        return msg["verdict"] == "stop"
 
     def send_log(self, trial: str, attempt: int, msg: str) -> None:
         """Send a log line of a trial; dropped (with a warning) while Redis is away."""
@@ -731,6 +782,24 @@ class CoordinatorChannel(_Channel):
         key = self.assign_key(worker)
         pipe = self.client.pipeline(transaction=False)
         pipe.rpush(key, encode(message))
+        pipe.sadd(self.key("keys"), key)
+        pipe.expire(key, KEY_TTL)
+        pipe.execute()
+
+    def verdict(self, worker: str, trial: str, attempt: int, step: int, stop: bool) -> None:
+        """Answer a report that asked for the stopping rule's verdict (see
+        :meth:`WorkerChannel.report`); the worker waits for it."""
+        key = self.verdict_key(worker)
+        message = {
+            "type": "verdict",
+            "trial": trial,
+            "attempt": attempt,
+            "step": step,
+            "verdict": "stop" if stop else "go",
+        }
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(key, encode(message))
+        pipe.ltrim(key, -16, -1)  # answers nobody waited for never pile up
         pipe.sadd(self.key("keys"), key)
         pipe.expire(key, KEY_TTL)
         pipe.execute()

@@ -102,6 +102,8 @@ class Coordinator:
         self.store = store
         self.optimizer = optimizer
         self.rule = stopping_rule
+        # Where workers wait for the rule's verdict (a rule without ``asks``: nowhere).
+        self._asks = stopping_rule.asks() if hasattr(stopping_rule, "asks") else None
         self.epoch = epoch
         self.seed = spec.seed if seed is None else seed
         self.origin = origin or Origin()
@@ -251,6 +253,9 @@ class Coordinator:
         seq = msg.get("seq", 0)
         if seq <= worker.seq:
             return  # a duplicate delivery
+        if kind == "metric" and msg.get("ask") == 1:
+            self._answer(worker, msg)
+            return
         if kind == "bye":
             worker.seq = seq
             worker.busy, worker.trials = msg["busy"], msg["trials"]
@@ -275,6 +280,22 @@ class Coordinator:
             self.store.trial_log(trial.trial_id, msg["msg"])
         elif kind in ("final", "error"):
             self._on_end(trial, worker, msg)
+
+    def _answer(self, worker: Worker, msg: dict[str, Any]) -> None:
+        """A report that waits for the stopping rule's verdict: handle it, then
+        answer at once (a report of an attempt that is not running is told to stop)."""
+        trial = self.table.get(msg["trial"])
+        live = (
+            trial is not None
+            and trial.attempts == msg["attempt"]
+            and trial.worker == worker.worker_id
+            and trial.status is TrialStatus.RUNNING
+        )
+        if live:
+            worker.seq = msg["seq"]
+            self._on_metric(trial, worker, msg["step"], float(msg["value"]))
+        stop = not live or self.table.stop_pending(trial)
+        self.channel.verdict(worker.worker_id, msg["trial"], msg["attempt"], msg["step"], stop)
 
     def _on_metric(self, trial: TrialRecord, worker: Worker, step: int, value: float) -> None:
         trial.history.append((step, value))
@@ -362,7 +383,7 @@ class Coordinator:
                     worker=worker.worker_id,
                 )
             )
-            self.channel.assign(worker.worker_id, _assignment(trial))
+            self.channel.assign(worker.worker_id, _assignment(trial, self._asks))
             worker.follows_stop_at, worker.stop_decided_at = worker.stop_decided_at, None
 
     def _next_trial(self) -> TrialRecord | None:
@@ -471,7 +492,7 @@ class Coordinator:
             trial = self.table.trials[worker.trial or ""]
             if self.table.stop_pending(trial):
                 self.channel.request_stop(trial.trial_id)
-            self.channel.assign(worker.worker_id, _assignment(trial))
+            self.channel.assign(worker.worker_id, _assignment(trial, self._asks))
         if self.status is not None:
             for wid in self.registry.workers:
                 self.channel.assign(wid, {"type": "done", "reason": self.status})
@@ -591,8 +612,9 @@ class Coordinator:
         )
 
 
-def _assignment(trial: TrialRecord) -> dict[str, Any]:
-    """The ``trial`` message that hands an attempt to a worker."""
+def _assignment(trial: TrialRecord, asks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``trial`` message that hands an attempt to a worker (``asks``: where its
+    reports wait for the stopping rule's verdict, see ``StoppingRule.asks``)."""
     return {
         "type": "trial",
         "trial": trial.trial_id,
@@ -601,4 +623,5 @@ def _assignment(trial: TrialRecord) -> dict[str, Any]:
         "budget": trial.budget,
         # An earlier trial whose checkpoint this one continues (set by the optimiser).
         "checkpoint": trial.info.get("checkpoint"),
+        "asks": asks,
     }

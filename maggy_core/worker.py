@@ -115,6 +115,43 @@ def interpret_return(value: Any, key: str) -> tuple[float, dict[str, float]]:
     return number(value, "return value"), {}
 
 
+#: A module-level function of this name in the training function's module is called
+#: once per worker, before the worker registers (see :func:`preload`).
+PRELOAD_HOOK = "maggy_preload"
+
+
+def preload(fn: Callable[..., Any]) -> float:
+    """Load what the training function needs before the worker takes its first trial:
+    its module is imported already (``load_callable``); if that module defines
+    ``maggy_preload()``, it is called here (e.g. to import TensorFlow and Keras and
+    load the data), so the first trial costs what a later one does. Returns the
+    seconds it took. A failing hook is logged, never fatal: the trial would pay the
+    same imports and report their error itself.
+
+    Why here and not in the Spark daemon (``maggy_core.spark_daemon``): the daemon
+    forks every Python worker, and a process must not fork once threads run in it.
+    TensorFlow starts its thread pools at import (``threading.active_count()`` and
+    the OS thread count grow), so a daemon that imported it would fork children
+    with locks held by threads that do not exist there. The worker process itself
+    never forks, so importing TensorFlow in it, after its fork, is safe. It runs
+    before ``register``, so the coordinator sees the worker only when it is ready.
+    """
+    import sys
+
+    t0 = time.perf_counter()
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    hook = getattr(module, PRELOAD_HOOK, None) if module is not None else None
+    if callable(hook):
+        try:
+            hook()
+        except Exception as exc:
+            log.warning("%s.%s failed: %s", module.__name__, PRELOAD_HOOK, exc)
+    took = time.perf_counter() - t0
+    if took > 0.5:
+        log.info("preloaded %s in %.1f s", getattr(module, "__name__", "?"), took)
+    return took
+
+
 class _Heartbeat(threading.Thread):
     def __init__(self, channel: WorkerChannel, interval: float) -> None:
         super().__init__(name="maggy-heartbeat", daemon=True)
@@ -171,6 +208,7 @@ def run_worker(
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     fn = train_fn if train_fn is not None else load_callable(launch.train_fn or "")
+    preload(fn)  # before the worker registers, so before its first trial is assigned
     channel = WorkerChannel(launch.redis_url, launch.experiment_id, worker_id, launch.epoch)
     channel.register(socket.gethostname(), os.getpid())
     beat = _Heartbeat(channel, launch.hb_interval)
@@ -214,7 +252,11 @@ def run_worker(
             trials += 1
         channel.send("bye", busy=busy, trials=trials)
     finally:
+        # Stop the heartbeat and wait for it before closing the channel: closing its
+        # client under a beat in flight made that beat fail with "I/O operation on
+        # closed file" (logged as "heartbeat failed").
         beat.halt.set()
+        beat.join(timeout=max(5.0, 2 * launch.hb_interval))
         channel.close()
     return {
         "worker": worker_id,
@@ -231,7 +273,9 @@ def _run_trial(
     """Run one assignment. Returns the seconds it took and its encoded outcome
     (a ``final`` or ``error`` event), which the caller sends."""
     trial, attempt = msg["trial"], msg["attempt"]
-    reporter = Reporter(channel, trial, attempt, msg["params"], launch.checkpoint_dir)
+    reporter = Reporter(
+        channel, trial, attempt, msg["params"], launch.checkpoint_dir, msg.get("asks")
+    )
     start = time.time()
     t0 = time.perf_counter()
     kind = "final"

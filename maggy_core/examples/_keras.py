@@ -50,3 +50,15 @@ def fit_and_report(
         "accuracy": float(history.history["val_accuracy"][-1]),
         "loss": float(history.history["val_loss"][-1]),
     }
+
+
+def warm_up() -> None:
+    """Import TensorFlow and Keras and fit a tiny model once, so a worker's first
+    trial does not pay TensorFlow's start-up (the modules' ``maggy_preload``)."""
+    import numpy as np
+
+    keras = fresh_keras(None)
+    model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.zeros((8, 4), "float32"), np.zeros((8, 2), "float32"), epochs=1, verbose=0)
+    keras.backend.clear_session()
