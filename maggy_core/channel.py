@@ -614,13 +614,24 @@ class WorkerChannel(_Channel):
         pipe.expire(self.key("workers"), KEY_TTL)  # a key a worker may make: never without one
         pipe.execute()
 
-    def next_message(self, timeout: float = 1.0) -> dict[str, Any] | None:
-        """Block up to ``timeout`` seconds for the next assignment.
+    def next_message(self, timeout: float = 1.0, send: str | None = None) -> dict[str, Any] | None:
+        """Block up to ``timeout`` seconds for the next assignment; first append
+        ``send`` (an event encoded by :meth:`event`) to the event stream, in the
+        same round trip, when given.
 
         Returns:
             The decoded message (``trial`` or ``done``), or None on timeout.
         """
-        item = self.client.blpop([self.assign_key(self.worker)], timeout=timeout)
+        if send is None:
+            item = self.client.blpop([self.assign_key(self.worker)], timeout=timeout)
+        else:
+            # The last trial's outcome and the wait for the next trial in one round
+            # trip: the coordinator's answer is usually there as soon as it has read
+            # the outcome, so the worker waits for nothing else between trials.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xadd(self.key("events"), {"m": send})
+            pipe.blpop([self.assign_key(self.worker)], timeout=timeout)
+            _, item = pipe.execute()
         if item is None:
             return None
         msg = _decode_entry({b"m": item[1]})

@@ -117,6 +117,7 @@ class Coordinator:
         self.reason = ""
         self.started = time.time()
         self.stop_latencies: list[float] = []
+        self.registered: dict[str, float] = {}  # worker -> when its register was read
         self._last_liveness = time.monotonic()
         self._last_keep_alive = 0.0
         self._last_supervised = time.monotonic()
@@ -244,6 +245,7 @@ class Coordinator:
             return  # a worker of an earlier coordinator of this experiment
         kind, wid = msg["type"], msg["worker"]
         if kind == "register":
+            self.registered.setdefault(wid, time.time())
             for dead in self.registry.register(wid, msg["host"], msg["pid"]):
                 self._lose_worker(dead, "its Spark task was restarted")
             return
@@ -569,7 +571,11 @@ class Coordinator:
             spec=self.spec.to_dict(),
             # Seconds from each stop decision to the stopped trial's worker being
             # handed its next trial: how long an early stop keeps a slot idle.
-            engine={"stop_latencies": [round(s, 6) for s in self.stop_latencies]},
+            engine={
+                "stop_latencies": [round(s, 6) for s in self.stop_latencies],
+                # Unix time each worker's registration was read (start-up split).
+                "registered": dict(self.registered),
+            },
             origin=self.origin,
         )
 

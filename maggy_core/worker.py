@@ -126,7 +126,8 @@ def preload(fn: Callable[..., Any]) -> float:
     ``maggy_preload()``, it is called here (e.g. to import TensorFlow and Keras and
     load the data), so the first trial costs what a later one does. Returns the
     seconds it took. A failing hook is logged, never fatal: the trial would pay the
-    same imports and report their error itself.
+    same imports and report their error itself. ``MAGGY_PRELOAD=0`` in the workers'
+    environment switches it off.
 
     Why here and not in the Spark daemon (``maggy_core.spark_daemon``): the daemon
     forks every Python worker, and a process must not fork once threads run in it.
@@ -138,6 +139,8 @@ def preload(fn: Callable[..., Any]) -> float:
     """
     import sys
 
+    if os.environ.get("MAGGY_PRELOAD", "1") == "0":
+        return 0.0  # switched off (bench/first_trial.py compares both)
     t0 = time.perf_counter()
     module = sys.modules.get(getattr(fn, "__module__", "") or "")
     hook = getattr(module, PRELOAD_HOOK, None) if module is not None else None
@@ -221,10 +224,8 @@ def run_worker(
     try:
         while True:
             try:
-                if unsent is not None:
-                    channel.send_encoded(unsent)
-                    unsent = None
-                msg = channel.next_message(timeout=1.0)
+                msg = channel.next_message(timeout=1.0, send=unsent)
+                unsent = None  # sent: the pipeline raised otherwise
                 outage_since = None
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 now = time.monotonic()
