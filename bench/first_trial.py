@@ -128,10 +128,13 @@ def per_worker(result: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="each variant once")
+    p.add_argument("--repeats", type=int, help="runs of each variant (default 2; --quick 1)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "full"
     sizes = dict(SIZES[mode])
+    if args.repeats:
+        sizes["repeats"] = max(1, args.repeats)
     _common.header("maggy first-trial benchmark (Keras digits)", mode, sizes)
     tmp = Path(tempfile.mkdtemp(prefix="maggy-bench-first-"))
     runs: list[dict[str, Any]] = []
@@ -139,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.monotonic()
     try:
         for k in range(sizes["repeats"]):
-            for variant in VARIANTS:
+            # Alternate the order, so a change of the machine's load does not always
+            # fall on the same variant.
+            for variant in list(VARIANTS)[:: 1 if k % 2 == 0 else -1]:
                 meter = _common.OtherCpu()
                 run = run_once(tmp, variant, k)
                 run["other_cores"] = meter.cores()
