@@ -221,13 +221,16 @@ class Coordinator:
     def _poll(self, block_ms: int) -> None:
         """Handle one batch of events, hand out trials, check liveness and the end."""
         events = self.channel.read_events(block_ms=block_ms)
-        for _entry, msg in events:
-            if isinstance(msg, MessageError):
-                self.supervisor.malformed("event", msg)
-                continue
-            self._handle(msg)
-        self.channel.ack([e for e, _ in events])
-        self._dispatch()
+        # What this round writes (verdicts, stop flags, acks, progress, assignments)
+        # goes to Redis in one round trip at the end of the block.
+        with self._batched():
+            for _entry, msg in events:
+                if isinstance(msg, MessageError):
+                    self.supervisor.malformed("event", msg)
+                    continue
+                self._handle(msg)
+            self.channel.ack([e for e, _ in events])
+            self._dispatch()
         now = time.monotonic()
         if now - self._last_liveness >= self.spec.hb_interval:
             self._last_liveness = now
@@ -239,6 +242,10 @@ class Coordinator:
             and not self.registry.busy()
         ):
             self._end("finished", "")
+
+    def _batched(self) -> contextlib.AbstractContextManager[None]:
+        batched = getattr(self.channel, "batched", None)  # a channel without it: as is
+        return batched() if batched is not None else contextlib.nullcontext()
 
     def _handle(self, msg: dict[str, Any]) -> None:
         if msg["epoch"] != self.epoch:
