@@ -30,11 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -42,7 +40,6 @@ from typing import Any  # noqa: E402
 from bench import _common  # noqa: E402
 from bench._common import fmt, table  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
 MASTER = f"local[{WORKERS},3]"
 SPEC = {
@@ -68,29 +65,10 @@ TARGET = 1.5
 
 
 def run_once(tmp: Path, variant: str, k: int) -> dict[str, Any]:
-    import yaml
-
-    path = tmp / "first-trial.yaml"
-    path.write_text(yaml.safe_dump(SPEC, sort_keys=False), encoding="utf-8")
-    results = tmp / f"results-{k}-{VARIANTS[variant]}"
     env = {**os.environ, "MAGGY_PRELOAD": VARIANTS[variant]}
-    cmd = [
-        str(ROOT / ".venv" / "bin" / "maggy"),
-        "run",
-        str(path),
-        "--master",
-        MASTER,
-        "--results-dir",
-        str(results),
-    ]
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=900)
-    wall = time.monotonic() - t0
-    found = list(results.glob("*/result.json"))
-    if proc.returncode != 0 or not found:
-        tail = "\n".join(proc.stderr.splitlines()[-10:])
-        raise RuntimeError(f"maggy run failed (exit {proc.returncode}):\n{tail}")
-    return {"variant": variant, "wall_s": wall, **per_worker(json.loads(found[0].read_text()))}
+    tag = f"first-trial-{k}-{VARIANTS[variant]}"
+    result, started, exited = _common.maggy_cli(SPEC, tmp, tag, MASTER, env)
+    return {"variant": variant, "wall_s": exited - started, **per_worker(result)}
 
 
 def per_worker(result: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,6 @@ from typing import Any  # noqa: E402
 from bench import _common  # noqa: E402
 from bench._common import fmt, table  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 60
 WORKERS = 4
 MASTER = f"local[{WORKERS},3]"
@@ -80,8 +79,6 @@ print(json.dumps({"enter": t_enter, "first": min(s for s, _ in spans),
 
 
 def run_maggy(tmp: Path, k: int) -> dict[str, Any]:
-    import yaml
-
     spec = {
         "name": f"bench-startup-{k}",
         "train_fn": "maggy_core.examples.sleep:train",
@@ -91,26 +88,7 @@ def run_maggy(tmp: Path, k: int) -> dict[str, Any]:
         "es_policy": "none",
         "seed": k,
     }
-    path = tmp / f"startup-{k}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    results = tmp / f"results-{k}"
-    cmd = [
-        str(ROOT / ".venv" / "bin" / "maggy"),
-        "run",
-        str(path),
-        "--master",
-        MASTER,
-        "--results-dir",
-        str(results),
-    ]
-    t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=600)
-    t_exit = time.time()
-    found = list(results.glob("*/result.json"))
-    if proc.returncode != 0 or not found:
-        tail = "\n".join(proc.stderr.splitlines()[-10:])
-        raise RuntimeError(f"maggy run failed (exit {proc.returncode}):\n{tail}")
-    r = json.loads(found[0].read_text())
+    r, t0, t_exit = _common.maggy_cli(spec, tmp, f"startup-{k}", MASTER)
     tl = r.get("timeline") or {}
     timed = [t for t in r["trials"] if t.get("start") is not None]
     first = min(t["start"] for t in timed)
