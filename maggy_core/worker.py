@@ -131,9 +131,10 @@ def preload(fn: Callable[..., Any]) -> float:
 
     Why here and not in the Spark daemon (``maggy_core.spark_daemon``): the daemon
     forks every Python worker, and a process must not fork once threads run in it.
-    TensorFlow starts its thread pools at import (``threading.active_count()`` and
-    the OS thread count grow), so a daemon that imported it would fork children
-    with locks held by threads that do not exist there. The worker process itself
+    TensorFlow starts its thread pools at import (C++ threads: the OS thread count
+    of a process went from 1 to 4 on ``import keras`` here, while
+    ``threading.active_count()`` stayed 1), so a daemon that imported it would fork
+    children with locks held by threads that do not exist there. The worker process itself
     never forks, so importing TensorFlow in it, after its fork, is safe. It runs
     before ``register``, so the coordinator sees the worker only when it is ready.
     """
@@ -168,6 +169,15 @@ class _Heartbeat(threading.Thread):
                 self.channel.heartbeat()
             except Exception as exc:  # keep beating through a Redis restart
                 log.warning("heartbeat failed: %s", exc)
+
+
+def close_after(beat: _Heartbeat, channel: WorkerChannel) -> None:
+    """Stop the heartbeat and wait for it, then close the channel. Closing the
+    channel's heartbeat client under a beat in flight made that beat fail with
+    "I/O operation on closed file" (logged as "heartbeat failed")."""
+    beat.halt.set()
+    beat.join(timeout=max(5.0, 2 * beat.interval))
+    channel.close()
 
 
 @dataclass(frozen=True)
@@ -253,12 +263,7 @@ def run_worker(
             trials += 1
         channel.send("bye", busy=busy, trials=trials)
     finally:
-        # Stop the heartbeat and wait for it before closing the channel: closing its
-        # client under a beat in flight made that beat fail with "I/O operation on
-        # closed file" (logged as "heartbeat failed").
-        beat.halt.set()
-        beat.join(timeout=max(5.0, 2 * launch.hb_interval))
-        channel.close()
+        close_after(beat, channel)
     return {
         "worker": worker_id,
         "busy": busy,
