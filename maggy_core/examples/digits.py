@@ -47,7 +47,8 @@ def load_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def maggy_preload() -> None:
     """Called by each worker before its first trial (``maggy_core.worker.preload``):
-    TensorFlow's import and the data, so the first trial costs what later ones do."""
+    TensorFlow's and Keras's import and the data, so the first trial costs about
+    what later ones do."""
     from maggy_core.examples._keras import warm_up
 
     warm_up()
