@@ -318,3 +318,41 @@ def run_each(
             rows.append(row)
             print(line(row), flush=True)
     return rows, failed
+
+
+def maggy_cli(
+    spec: dict[str, Any],
+    tmp: Path,
+    tag: str,
+    master: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+) -> tuple[dict[str, Any], float, float]:
+    """``maggy run`` of ``spec`` as a subprocess (as a user starts it), in ``tmp``.
+
+    Returns:
+        The run's ``result.json``, and the unix times the process was started and
+        had exited.
+
+    Raises:
+        RuntimeError: the run failed or wrote no result (with its stderr's tail).
+    """
+    import subprocess
+
+    import yaml
+
+    path = tmp / f"{tag}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    results = tmp / f"results-{tag}"
+    cmd = [str(ROOT / ".venv" / "bin" / "maggy"), "run", str(path), "--master", master]
+    cmd += ["--results-dir", str(results)]
+    started = time.time()
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout, check=False
+    )
+    exited = time.time()
+    found = list(results.glob("*/result.json"))
+    if proc.returncode != 0 or not found:
+        tail = "\n".join(proc.stderr.splitlines()[-10:])
+        raise RuntimeError(f"maggy run failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(found[0].read_text()), started, exited

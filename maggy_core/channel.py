@@ -13,6 +13,8 @@ key                type         use
 ``assign:<w>``     list         coordinator -> worker ``w``: next trial, or done
 ``workers``        sorted set   worker id -> last heartbeat (unix time)
 ``ctl``            hash         trial id -> ``STOP``; read on every report
+``verdict:<w>``    list         coordinator -> worker ``w``: the stopping rule's
+                                answer to a report that asked for it
 ``keys``           set          every key made, so the end can expire them all
 ``follower``       string, TTL  the Airflow task (or its trigger) that follows the
                                 experiment says it is there (see ``touch_follower``)
@@ -38,11 +40,12 @@ object may be handed to a Spark task without carrying a socket along.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from maggy_core.acl import WorkerCredentials, drop_worker_user, worker_credentials
@@ -92,10 +95,13 @@ MESSAGE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "budget": _OPT_NUM,
     },
     "done": {"reason": (str,)},
+    # coordinator -> worker: the answer to a ``metric`` event sent with ``ask``
+    "verdict": {"trial": (str,), "attempt": (int,), "step": (int,), "verdict": (str,)},
     # followers -> coordinator, on the ``requests`` stream
     "stop_trial": {"trial": (str,), "reason": (str,), "at": _NUM},
 }
 FINAL_STATUSES = ("finished", "early_stopped")
+VERDICTS = ("stop", "go")
 
 #: Limits on what the channel accepts. Messages are refused above them (decoded
 #: as a MessageError, counted as malformed and acknowledged), so nothing written to
@@ -206,6 +212,11 @@ def validate(body: Mapping[str, Any]) -> None:
             f"field 'status' of a 'final' message: must be one of {FINAL_STATUSES}, "
             f"got {body['status']!r}"
         )
+    if kind == "verdict" and body["verdict"] not in VERDICTS:
+        raise MessageError(
+            f"field 'verdict' of a 'verdict' message: must be one of {VERDICTS}, "
+            f"got {body['verdict']!r}"
+        )
 
 
 def key_prefix(experiment_id: str) -> str:
@@ -289,6 +300,9 @@ class _Channel:
 
     def assign_key(self, worker: str) -> str:
         return self.key(f"assign:{worker}")
+
+    def verdict_key(self, worker: str) -> str:
+        return self.key(f"verdict:{worker}")
 
     def meta(self) -> dict[str, str]:
         """The experiment's ``meta`` hash, decoded to strings."""
@@ -531,8 +545,16 @@ class WorkerChannel(_Channel):
             },
         )
 
-    def report(self, trial: str, attempt: int, step: int, value: float) -> bool:
+    def report(self, trial: str, attempt: int, step: int, value: float, wait: float = 0.0) -> bool:
         """Send a metric and read the trial's stop flag in one round trip.
+
+        Args:
+            wait: When > 0, the report asks for the stopping rule's verdict on it and
+                waits up to ``wait`` seconds for it, in the same round trip (the
+                pipeline's ``BLPOP`` on ``verdict:<w>``): a trial the rule stops at
+                this step learns it now, not one step later. Without an answer in
+                time (a busy or absent coordinator) the trial goes on, and the stop
+                flag tells it at a later report.
 
         Returns:
             True when the coordinator has asked this trial to stop.
@@ -540,20 +562,50 @@ class WorkerChannel(_Channel):
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
+        fields: dict[str, Any] = {"trial": trial, "attempt": attempt, "step": step, "value": value}
+        if wait > 0:
+            fields["ask"] = 1
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(
-            self.key("events"),
-            {"m": self.event("metric", trial=trial, attempt=attempt, step=step, value=value)},
-        )
+        pipe.xadd(self.key("events"), {"m": self.event("metric", **fields)})
         pipe.hget(self.key("ctl"), trial)
+        if wait > 0:
+            pipe.blpop([self.verdict_key(self.worker)], timeout=wait)
+        deadline = time.monotonic() + wait
         try:
-            _, flag = pipe.execute()
+            replies = pipe.execute()
+            flag = replies[1]
+            if wait > 0:
+                item = replies[2]
+                while True:
+                    answer = self._verdict_of(item, trial, attempt, step)
+                    if answer is not None:
+                        return answer or flag == STOP.encode()
+                    left = deadline - time.monotonic()
+                    if item is None or left <= 0.001:
+                        break  # no answer in time: go on, the flag will tell
+                    # An answer to an earlier report that gave up waiting: next one.
+                    item = self.client.blpop([self.verdict_key(self.worker)], timeout=left)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # Redis is away: the trial goes on without this point of its curve
             # rather than failing for the channel's sake.
             self._warn_once("a metric report", exc)
             return False
         return flag == STOP.encode()
+
+    @staticmethod
+    def _verdict_of(item: Any, trial: str, attempt: int, step: int) -> bool | None:
+        """True/False for the verdict on this report in a ``BLPOP`` reply, None when
+        the reply is empty or answers another report (or is not a verdict)."""
+        if item is None:
+            return None
+        msg = _decode_entry({b"m": item[1]})
+        if (
+            isinstance(msg, MessageError)
+            or msg["type"] != "verdict"
+            or (msg["trial"], msg["attempt"], msg["step"]) != (trial, attempt, step)
+        ):
+            return None
+        return msg["verdict"] == "stop"
 
     def send_log(self, trial: str, attempt: int, msg: str) -> None:
         """Send a log line of a trial; dropped (with a warning) while Redis is away."""
@@ -583,13 +635,24 @@ class WorkerChannel(_Channel):
         pipe.expire(self.key("workers"), KEY_TTL)  # a key a worker may make: never without one
         pipe.execute()
 
-    def next_message(self, timeout: float = 1.0) -> dict[str, Any] | None:
-        """Block up to ``timeout`` seconds for the next assignment.
+    def next_message(self, timeout: float = 1.0, send: str | None = None) -> dict[str, Any] | None:
+        """Block up to ``timeout`` seconds for the next assignment; first append
+        ``send`` (an event encoded by :meth:`event`) to the event stream, in the
+        same round trip, when given.
 
         Returns:
             The decoded message (``trial`` or ``done``), or None on timeout.
         """
-        item = self.client.blpop([self.assign_key(self.worker)], timeout=timeout)
+        if send is None:
+            item = self.client.blpop([self.assign_key(self.worker)], timeout=timeout)
+        else:
+            # The last trial's outcome and the wait for the next trial in one round
+            # trip: the coordinator's answer is usually there as soon as it has read
+            # the outcome, so the worker waits for nothing else between trials.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xadd(self.key("events"), {"m": send})
+            pipe.blpop([self.assign_key(self.worker)], timeout=timeout)
+            _, item = pipe.execute()
         if item is None:
             return None
         msg = _decode_entry({b"m": item[1]})
@@ -625,6 +688,7 @@ class CoordinatorChannel(_Channel):
         # None until open(), and for good when the server cannot make one.
         self._want_worker_user = True
         self._worker_creds: WorkerCredentials | None = None
+        self._batch: Any = None  # the pipeline of :meth:`batched`, while one is open
 
     @property
     def worker_url(self) -> str:
@@ -663,6 +727,35 @@ class CoordinatorChannel(_Channel):
         if self._worker_creds is not None:
             drop_worker_user(self.client, self.experiment_id)
             self._worker_creds = None
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """The coordinator's writes made inside (assignments, verdicts, stop flags,
+        acknowledgements, progress, meta) go to Redis in one pipeline at the end,
+        in the order they were made: one round trip per round of the loop instead
+        of one per write. On a loaded machine a round trip costs milliseconds, and
+        it was what bounded the trials a coordinator could dispatch per second
+        (``bench/scale.py``). The writes are sent even when the block raises, so a
+        failure does not keep back what was decided before it."""
+        if self._batch is not None:
+            yield
+            return
+        self._batch = self.client.pipeline(transaction=False)
+        try:
+            yield
+        finally:
+            pipe, self._batch = self._batch, None
+            if len(pipe):
+                pipe.execute()
+
+    def _write(self, build: Callable[[Any], None]) -> None:
+        """Run ``build(pipeline)``: queued in the open batch, or sent now."""
+        if self._batch is not None:
+            build(self._batch)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        build(pipe)
+        pipe.execute()
 
     def open(self, epoch: int, meta: Mapping[str, Any]) -> None:
         """Start a fresh channel for a coordinator epoch.
@@ -748,14 +841,17 @@ class CoordinatorChannel(_Channel):
     def publish_progress(self, entry: Mapping[str, Any]) -> None:
         """Append an ended trial's summary to the ``progress`` stream (capped), for
         followers such as the Airflow operator's trigger."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(self.key("progress"), {"m": json.dumps(entry)}, maxlen=10000, approximate=True)
-        pipe.expire(self.key("progress"), KEY_TTL)  # made here: an expiry from the start
-        pipe.execute()
+        line = json.dumps(entry)
+
+        def build(pipe: Any) -> None:
+            pipe.xadd(self.key("progress"), {"m": line}, maxlen=10000, approximate=True)
+            pipe.expire(self.key("progress"), KEY_TTL)  # made here: an expiry from the start
+
+        self._write(build)
 
     def set_meta(self, **fields: Any) -> None:
         mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
-        self.client.hset(self.key("meta"), mapping=mapping)
+        self._write(lambda pipe: pipe.hset(self.key("meta"), mapping=mapping))
 
     def read_events(
         self, block_ms: int = 200, count: int = 256
@@ -792,26 +888,55 @@ class CoordinatorChannel(_Channel):
         """
         if not entry_ids:
             return
-        self.client.xack(self.key("events"), GROUP, *entry_ids)
-        self._last_acked = entry_ids[-1]
+        self._last_acked = last = entry_ids[-1]
         self._acked_since_trim += len(entry_ids)
-        if self._acked_since_trim >= 1000:
-            self.client.xtrim(self.key("events"), minid=self._last_acked, approximate=True)
+        trim = self._acked_since_trim >= 1000
+        if trim:
             self._acked_since_trim = 0
 
+        def build(pipe: Any) -> None:
+            pipe.xack(self.key("events"), GROUP, *entry_ids)
+            if trim:
+                pipe.xtrim(self.key("events"), minid=last, approximate=True)
+
+        self._write(build)
+
     def assign(self, worker: str, message: Mapping[str, Any]) -> None:
-        key = self.assign_key(worker)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(key, encode(message))
-        pipe.sadd(self.key("keys"), key)
-        pipe.expire(key, KEY_TTL)
-        pipe.execute()
+        key, encoded = self.assign_key(worker), encode(message)
+
+        def build(pipe: Any) -> None:
+            pipe.rpush(key, encoded)
+            pipe.sadd(self.key("keys"), key)
+            pipe.expire(key, KEY_TTL)
+
+        self._write(build)
+
+    def verdict(self, worker: str, trial: str, attempt: int, step: int, stop: bool) -> None:
+        """Answer a report that asked for the stopping rule's verdict (see
+        :meth:`WorkerChannel.report`); the worker waits for it."""
+        key = self.verdict_key(worker)
+        message = {
+            "type": "verdict",
+            "trial": trial,
+            "attempt": attempt,
+            "step": step,
+            "verdict": "stop" if stop else "go",
+        }
+        encoded = encode(message)
+
+        def build(pipe: Any) -> None:
+            pipe.rpush(key, encoded)
+            pipe.ltrim(key, -16, -1)  # answers nobody waited for never pile up
+            pipe.sadd(self.key("keys"), key)
+            pipe.expire(key, KEY_TTL)
+
+        self._write(build)
 
     def request_stop(self, trial: str) -> None:
-        self.client.hset(self.key("ctl"), trial, STOP)
+        self._write(lambda pipe: pipe.hset(self.key("ctl"), trial, STOP))
 
     def clear_stop(self, trial: str) -> None:
-        self.client.hdel(self.key("ctl"), trial)
+        self._write(lambda pipe: pipe.hdel(self.key("ctl"), trial))
 
     def heartbeats(self) -> dict[str, float]:
         """Worker id -> time of its last heartbeat."""

@@ -102,6 +102,8 @@ class Coordinator:
         self.store = store
         self.optimizer = optimizer
         self.rule = stopping_rule
+        # Where workers wait for the rule's verdict (a rule without ``asks``: nowhere).
+        self._asks = stopping_rule.asks() if hasattr(stopping_rule, "asks") else None
         self.epoch = epoch
         self.seed = spec.seed if seed is None else seed
         self.origin = origin or Origin()
@@ -115,6 +117,7 @@ class Coordinator:
         self.reason = ""
         self.started = time.time()
         self.stop_latencies: list[float] = []
+        self.registered: dict[str, float] = {}  # worker -> when its register was read
         self._last_liveness = time.monotonic()
         self._last_keep_alive = 0.0
         self._last_supervised = time.monotonic()
@@ -218,13 +221,16 @@ class Coordinator:
     def _poll(self, block_ms: int) -> None:
         """Handle one batch of events, hand out trials, check liveness and the end."""
         events = self.channel.read_events(block_ms=block_ms)
-        for _entry, msg in events:
-            if isinstance(msg, MessageError):
-                self.supervisor.malformed("event", msg)
-                continue
-            self._handle(msg)
-        self.channel.ack([e for e, _ in events])
-        self._dispatch()
+        # What this round writes (verdicts, stop flags, acks, progress, assignments)
+        # goes to Redis in one round trip at the end of the block.
+        with self._batched():
+            for _entry, msg in events:
+                if isinstance(msg, MessageError):
+                    self.supervisor.malformed("event", msg)
+                    continue
+                self._handle(msg)
+            self.channel.ack([e for e, _ in events])
+            self._dispatch()
         now = time.monotonic()
         if now - self._last_liveness >= self.spec.hb_interval:
             self._last_liveness = now
@@ -237,11 +243,16 @@ class Coordinator:
         ):
             self._end("finished", "")
 
+    def _batched(self) -> contextlib.AbstractContextManager[None]:
+        batched = getattr(self.channel, "batched", None)  # a channel without it: as is
+        return batched() if batched is not None else contextlib.nullcontext()
+
     def _handle(self, msg: dict[str, Any]) -> None:
         if msg["epoch"] != self.epoch:
             return  # a worker of an earlier coordinator of this experiment
         kind, wid = msg["type"], msg["worker"]
         if kind == "register":
+            self.registered.setdefault(wid, time.time())
             for dead in self.registry.register(wid, msg["host"], msg["pid"]):
                 self._lose_worker(dead, "its Spark task was restarted")
             return
@@ -251,6 +262,9 @@ class Coordinator:
         seq = msg.get("seq", 0)
         if seq <= worker.seq:
             return  # a duplicate delivery
+        if kind == "metric" and msg.get("ask") == 1:
+            self._answer(worker, msg)
+            return
         if kind == "bye":
             worker.seq = seq
             worker.busy, worker.trials = msg["busy"], msg["trials"]
@@ -275,6 +289,22 @@ class Coordinator:
             self.store.trial_log(trial.trial_id, msg["msg"])
         elif kind in ("final", "error"):
             self._on_end(trial, worker, msg)
+
+    def _answer(self, worker: Worker, msg: dict[str, Any]) -> None:
+        """A report that waits for the stopping rule's verdict: handle it, then
+        answer at once (a report of an attempt that is not running is told to stop)."""
+        trial = self.table.get(msg["trial"])
+        live = (
+            trial is not None
+            and trial.attempts == msg["attempt"]
+            and trial.worker == worker.worker_id
+            and trial.status is TrialStatus.RUNNING
+        )
+        if live:
+            worker.seq = msg["seq"]
+            self._on_metric(trial, worker, msg["step"], float(msg["value"]))
+        stop = not live or self.table.stop_pending(trial)
+        self.channel.verdict(worker.worker_id, msg["trial"], msg["attempt"], msg["step"], stop)
 
     def _on_metric(self, trial: TrialRecord, worker: Worker, step: int, value: float) -> None:
         trial.history.append((step, value))
@@ -362,7 +392,7 @@ class Coordinator:
                     worker=worker.worker_id,
                 )
             )
-            self.channel.assign(worker.worker_id, _assignment(trial))
+            self.channel.assign(worker.worker_id, _assignment(trial, self._asks))
             worker.follows_stop_at, worker.stop_decided_at = worker.stop_decided_at, None
 
     def _next_trial(self) -> TrialRecord | None:
@@ -471,7 +501,7 @@ class Coordinator:
             trial = self.table.trials[worker.trial or ""]
             if self.table.stop_pending(trial):
                 self.channel.request_stop(trial.trial_id)
-            self.channel.assign(worker.worker_id, _assignment(trial))
+            self.channel.assign(worker.worker_id, _assignment(trial, self._asks))
         if self.status is not None:
             for wid in self.registry.workers:
                 self.channel.assign(wid, {"type": "done", "reason": self.status})
@@ -548,7 +578,11 @@ class Coordinator:
             spec=self.spec.to_dict(),
             # Seconds from each stop decision to the stopped trial's worker being
             # handed its next trial: how long an early stop keeps a slot idle.
-            engine={"stop_latencies": [round(s, 6) for s in self.stop_latencies]},
+            engine={
+                "stop_latencies": [round(s, 6) for s in self.stop_latencies],
+                # Unix time each worker's registration was read (start-up split).
+                "registered": dict(self.registered),
+            },
             origin=self.origin,
         )
 
@@ -591,8 +625,9 @@ class Coordinator:
         )
 
 
-def _assignment(trial: TrialRecord) -> dict[str, Any]:
-    """The ``trial`` message that hands an attempt to a worker."""
+def _assignment(trial: TrialRecord, asks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``trial`` message that hands an attempt to a worker (``asks``: where its
+    reports wait for the stopping rule's verdict, see ``StoppingRule.asks``)."""
     return {
         "type": "trial",
         "trial": trial.trial_id,
@@ -601,4 +636,5 @@ def _assignment(trial: TrialRecord) -> dict[str, Any]:
         "budget": trial.budget,
         # An earlier trial whose checkpoint this one continues (set by the optimiser).
         "checkpoint": trial.info.get("checkpoint"),
+        "asks": asks,
     }

@@ -2,8 +2,10 @@
 
 A training function reports its learning curve with :meth:`Reporter.broadcast`;
 each call sends the metric to the coordinator and, in the same round trip, reads
-the trial's stop flag. When the coordinator has stopped the trial, ``broadcast``
-raises :class:`~maggy_core.exceptions.EarlyStopException`, which ends the
+the trial's stop flag. At the steps where the stopping rule decides (an ASHA rung),
+the round trip also waits for the rule's verdict on this very report, so a stopped
+trial runs no step past the one that stopped it. When the coordinator has stopped
+the trial, ``broadcast`` raises :class:`~maggy_core.exceptions.EarlyStopException`, which ends the
 training function; the worker records the trial as early-stopped and takes the
 next one at once.
 
@@ -41,6 +43,10 @@ if TYPE_CHECKING:
 
 #: The file :meth:`Reporter.save_checkpoint` writes in a trial's checkpoint directory.
 CHECKPOINT_FILE = "checkpoint.json"
+#: Longest wait of a report for the stopping rule's verdict (see :func:`asks_at`).
+#: The coordinator answers in about a millisecond when idle; a longer silence means
+#: it is busy (or gone), and the trial goes on: the stop flag tells it later.
+VERDICT_WAIT = 0.5
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -85,6 +91,26 @@ def load_checkpoint(root: str | os.PathLike[str] | None, trial_id: Any) -> Check
     return Checkpoint(trial_id, str(folder), data, step if isinstance(step, int) else None)
 
 
+def asks_at(asks: Any, previous: int | None, step: int) -> bool:
+    """Whether a report of ``step`` (after one of ``previous``, or the first) waits
+    for the stopping rule's verdict, by the rule's ``asks`` (from the assignment; see
+    ``StoppingRule.asks``). Anything that is not one of its shapes asks nothing."""
+    if not isinstance(asks, dict):
+        return False
+    every = asks.get("every")
+    if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
+        return step % every == 0
+    rungs, top = asks.get("rungs"), asks.get("max_step")
+    if not isinstance(rungs, list):
+        return False
+    if isinstance(top, int | float) and not isinstance(top, bool) and step > top:
+        return True
+    low = float("-inf") if previous is None else previous
+    return any(
+        isinstance(r, int | float) and not isinstance(r, bool) and low < r <= step for r in rungs
+    )
+
+
 class Reporter:
     """Reports metrics and log lines of one trial.
 
@@ -97,6 +123,8 @@ class Reporter:
         checkpoint_root: The experiment's checkpoints directory; this trial's
             checkpoint goes to ``<checkpoint_root>/<trial_id>``. ``None``: a
             temporary directory, made when first asked for.
+        asks: Where the stopping rule decides (the assignment's ``asks``): reports
+            at those steps wait for its verdict (:func:`asks_at`).
     """
 
     def __init__(
@@ -106,6 +134,7 @@ class Reporter:
         attempt: int = 1,
         params: dict[str, Any] | None = None,
         checkpoint_root: str | os.PathLike[str] | None = None,
+        asks: Any = None,
     ) -> None:
         self._channel = channel
         self.trial_id = trial_id
@@ -115,6 +144,7 @@ class Reporter:
         self.stopped = False
         self._checkpoint_root = checkpoint_root
         self._checkpoint_dir: Path | None = None
+        self._asks = asks
 
     def checkpoint_path(self) -> str:
         """This trial's checkpoint directory (made if needed), for files the training
@@ -182,9 +212,11 @@ class Reporter:
         elif isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"broadcast: 'step' must be a non-negative integer, got {step!r}")
         step = int(step)
+        previous = self.history[-1][0] if self.history else None
         self.history.append((step, value))
+        wait = VERDICT_WAIT if asks_at(self._asks, previous, step) else 0.0
         if self._channel is not None and self._channel.report(
-            self.trial_id, self.attempt, step, value
+            self.trial_id, self.attempt, step, value, wait
         ):
             self.stopped = True
         if self.stopped:

@@ -131,6 +131,8 @@ class SparkStart:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._made = False
+        # Unix times of the start-up steps, for the result's ``timeline``.
+        self.marks: dict[str, float] = {"spark_start": time.time()}
         if self.active is not None:
             return
         # Under spark-submit, SparkConf() holds what spark-submit was given; those
@@ -169,6 +171,7 @@ class SparkStart:
 
         try:
             self._gateway = launch_gateway(self.conf)
+            self.marks["jvm_ready"] = time.time()
         except BaseException as exc:  # raised in the caller's thread by context()
             self._error = exc
 
@@ -188,12 +191,15 @@ class SparkStart:
         else:
             sc = self._sc_class.getOrCreate(self.conf)
         sc.setLogLevel("WARN")
+        self.marks["context_ready"] = time.time()
         if self.archive is not None:
             self.archive.started(sc)
         try:
             yield sc
         finally:
+            self.marks["context_stopping"] = time.time()
             _stop_spark_context(sc)
+            self.marks["context_stopped"] = time.time()
             if self.archive is not None:
                 self.archive.stopped(self._sc_class)
 
@@ -356,6 +362,7 @@ def run_experiment(
     Raises:
         SpecError: the spec cannot run (before Spark starts).
     """
+    entered = time.time()
     fn = prepare(spec, train_fn)
     exp_id = experiment_id or spec.experiment_id or new_experiment_id(spec.name)
     root = Path(results_dir or os.environ.get("MAGGY_RESULTS_DIR") or DEFAULT_RESULTS_DIR).resolve()
@@ -432,6 +439,7 @@ def run_experiment(
                 )
             job = _Job(sc, f"maggy-{exp_id}", spec.workers, task)
             job.start()
+            job_start = time.time()
             t0 = time.monotonic()
             deadline: threading.Timer | None = None
             try:
@@ -443,6 +451,7 @@ def run_experiment(
                 # ended are in the journal and go into result.json below.
                 log.exception("the coordinator failed")
                 coordinator.fail(_failure_reason(exc, store.root))
+            coordinator_end = time.time()
             if coordinator.status == "finished":
                 job.finish(grace)
             else:
@@ -450,11 +459,22 @@ def run_experiment(
                 with contextlib.suppress(Exception):
                     coordinator.drain(max(2.0, 2 * spec.hb_interval))
                 job.finish(2.0)
+            job_finished = time.time()
             result = coordinator.result()
             result["makespan"] = time.monotonic() - t0
             result["spark"] = {"master": sc.master, "app_id": sc.applicationId}
             if job.error is not None and result["status"] == "failed":
                 result["reason"] += f"; Spark: {type(job.error).__name__}: {str(job.error)[:500]}"
+        # Where the time outside the trials went (unix times; bench/startup.py prints
+        # the split): JVM, SparkContext, the workers' start and first assignment (the
+        # engine's ``registered`` and the trials' starts), and the end.
+        result["timeline"] = {
+            "run_start": entered,
+            **spark.marks,
+            "job_start": job_start,
+            "coordinator_end": coordinator_end,
+            "job_finished": job_finished,
+        }
         mode.finish(spec, result, results_root=root, experiment_dir=store.root)
         _write_result(store, result)
         if deadline is not None:

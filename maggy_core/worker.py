@@ -115,6 +115,47 @@ def interpret_return(value: Any, key: str) -> tuple[float, dict[str, float]]:
     return number(value, "return value"), {}
 
 
+#: A module-level function of this name in the training function's module is called
+#: once per worker, before the worker registers (see :func:`preload`).
+PRELOAD_HOOK = "maggy_preload"
+
+
+def preload(fn: Callable[..., Any]) -> float:
+    """Load what the training function needs before the worker takes its first trial:
+    its module is imported already (``load_callable``); if that module defines
+    ``maggy_preload()``, it is called here (e.g. to import TensorFlow and Keras and
+    load the data), so the first trial costs what a later one does. Returns the
+    seconds it took. A failing hook is logged, never fatal: the trial would pay the
+    same imports and report their error itself. ``MAGGY_PRELOAD=0`` in the workers'
+    environment switches it off.
+
+    Why here and not in the Spark daemon (``maggy_core.spark_daemon``): the daemon
+    forks every Python worker, and a process must not fork once threads run in it.
+    TensorFlow starts its thread pools at import (C++ threads: the OS thread count
+    of a process went from 1 to 4 on ``import keras`` here, while
+    ``threading.active_count()`` stayed 1), so a daemon that imported it would fork
+    children with locks held by threads that do not exist there. The worker process itself
+    never forks, so importing TensorFlow in it, after its fork, is safe. It runs
+    before ``register``, so the coordinator sees the worker only when it is ready.
+    """
+    import sys
+
+    if os.environ.get("MAGGY_PRELOAD", "1") == "0":
+        return 0.0  # switched off (bench/first_trial.py compares both)
+    t0 = time.perf_counter()
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    hook = getattr(module, PRELOAD_HOOK, None) if module is not None else None
+    if callable(hook):
+        try:
+            hook()
+        except Exception as exc:
+            log.warning("%s.%s failed: %s", module.__name__, PRELOAD_HOOK, exc)
+    took = time.perf_counter() - t0
+    if took > 0.5:
+        log.info("preloaded %s in %.1f s", getattr(module, "__name__", "?"), took)
+    return took
+
+
 class _Heartbeat(threading.Thread):
     def __init__(self, channel: WorkerChannel, interval: float) -> None:
         super().__init__(name="maggy-heartbeat", daemon=True)
@@ -128,6 +169,15 @@ class _Heartbeat(threading.Thread):
                 self.channel.heartbeat()
             except Exception as exc:  # keep beating through a Redis restart
                 log.warning("heartbeat failed: %s", exc)
+
+
+def close_after(beat: _Heartbeat, channel: WorkerChannel) -> None:
+    """Stop the heartbeat and wait for it, then close the channel. Closing the
+    channel's heartbeat client under a beat in flight made that beat fail with
+    "I/O operation on closed file" (logged as "heartbeat failed")."""
+    beat.halt.set()
+    beat.join(timeout=max(5.0, 2 * beat.interval))
+    channel.close()
 
 
 @dataclass(frozen=True)
@@ -171,6 +221,7 @@ def run_worker(
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     fn = train_fn if train_fn is not None else load_callable(launch.train_fn or "")
+    preload(fn)  # before the worker registers, so before its first trial is assigned
     channel = WorkerChannel(launch.redis_url, launch.experiment_id, worker_id, launch.epoch)
     channel.register(socket.gethostname(), os.getpid())
     beat = _Heartbeat(channel, launch.hb_interval)
@@ -183,10 +234,8 @@ def run_worker(
     try:
         while True:
             try:
-                if unsent is not None:
-                    channel.send_encoded(unsent)
-                    unsent = None
-                msg = channel.next_message(timeout=1.0)
+                msg = channel.next_message(timeout=1.0, send=unsent)
+                unsent = None  # sent: the pipeline raised otherwise
                 outage_since = None
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 now = time.monotonic()
@@ -214,8 +263,7 @@ def run_worker(
             trials += 1
         channel.send("bye", busy=busy, trials=trials)
     finally:
-        beat.halt.set()
-        channel.close()
+        close_after(beat, channel)
     return {
         "worker": worker_id,
         "busy": busy,
@@ -231,7 +279,9 @@ def _run_trial(
     """Run one assignment. Returns the seconds it took and its encoded outcome
     (a ``final`` or ``error`` event), which the caller sends."""
     trial, attempt = msg["trial"], msg["attempt"]
-    reporter = Reporter(channel, trial, attempt, msg["params"], launch.checkpoint_dir)
+    reporter = Reporter(
+        channel, trial, attempt, msg["params"], launch.checkpoint_dir, msg.get("asks")
+    )
     start = time.time()
     t0 = time.perf_counter()
     kind = "final"

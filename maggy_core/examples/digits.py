@@ -45,6 +45,16 @@ def load_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_train, y_train, x_val, y_val
 
 
+def maggy_preload() -> None:
+    """Called by each worker before its first trial (``maggy_core.worker.preload``):
+    TensorFlow's and Keras's import and the data, so the first trial costs about
+    what later ones do."""
+    from maggy_core.examples._keras import warm_up
+
+    warm_up()
+    load_data()
+
+
 def train(
     lr: float,
     units: int,

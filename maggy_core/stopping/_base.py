@@ -151,6 +151,21 @@ class StoppingRule(ABC):
             if step % self.interval == 0:
                 bisect.insort(self.finished_at.setdefault(step, []), average)
 
+    def asks(self) -> dict[str, Any] | None:
+        """Where a worker should wait for the rule's verdict on a report, as JSON for
+        the assignment (see ``maggy_core.reporter.asks_at``): ``{"every": k}`` (steps
+        that are multiples of ``k``), ``{"rungs": [...], "max_step": m}`` (the first
+        report at or past a rung, or past ``m``), or ``None`` (never: the rule never
+        stops a trial).
+
+        At those steps the worker waits, in the report's own round trip, for the
+        coordinator's answer, so a trial the rule stops runs no further step. At the
+        other steps it only reads the trial's stop flag: a rule that cannot stop a
+        trial there costs no wait. This default asks at the steps :meth:`report`
+        acts at (multiples of ``interval``).
+        """
+        return {"every": self.interval}
+
     # ------------------------------------------------------------ the rule itself
 
     @abstractmethod

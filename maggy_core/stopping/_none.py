@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from maggy_core.stopping._base import StoppingRule
 
 
@@ -12,6 +14,9 @@ class NoStopping(StoppingRule):
 
     def report(self, trial_id: str, step: int, value: float) -> bool:
         return False  # keeps nothing: no per-report cost at all
+
+    def asks(self) -> dict[str, Any] | None:
+        return None  # it never stops a trial: no report waits for a verdict
 
     def decide(self, step: int, best: float, average: float) -> bool:
         return False

@@ -137,6 +137,10 @@ class ASHARule(StoppingRule):
             return True  # it has run its max_step
         return self._climb(climb, step, self.sign * value)
 
+    def asks(self) -> dict[str, Any] | None:
+        # Only the first report at or past a rung (or past max_step) can stop a trial.
+        return {"rungs": list(self.rungs), "max_step": self.max_step}
+
     def _climb(self, climb: _Climb, step: int, signed: float) -> bool:
         """Record ``signed`` at every rung ``step`` reached first; whether the
         trial is outside the top 1/eta at the highest of them."""
