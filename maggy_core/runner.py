@@ -18,12 +18,12 @@ import os
 import secrets
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maggy_core.channel import CoordinatorChannel
@@ -36,6 +36,7 @@ from maggy_core.records import Origin
 from maggy_core.redis_server import redis_for_experiment
 from maggy_core.results import ResultStore, replay
 from maggy_core.spec import ExperimentSpec
+from maggy_core.storage import open_storage
 from maggy_core.worker import Launch, spark_task, spark_task_with_fn
 
 if TYPE_CHECKING:
@@ -358,7 +359,9 @@ def run_experiment(
     """
     fn = prepare(spec, train_fn)
     exp_id = experiment_id or spec.experiment_id or new_experiment_id(spec.name)
-    root = Path(results_dir or os.environ.get("MAGGY_RESULTS_DIR") or DEFAULT_RESULTS_DIR).resolve()
+    # A local path or an fsspec URL; a URL's credentials come from
+    # $MAGGY_STORAGE_OPTIONS (maggy_core.storage), never from the command line.
+    root = open_storage(results_dir or os.environ.get("MAGGY_RESULTS_DIR") or DEFAULT_RESULTS_DIR)
     store = ResultStore(root, exp_id)
     earlier = replay(store.journal.records())
     epoch = 1 + earlier.runs
@@ -412,7 +415,7 @@ def run_experiment(
             spec.train_kwargs,
             mode.name,
             mode.worker_block(spec),
-            checkpoint_dir=str(store.root / "checkpoints"),
+            checkpoint_dir=_checkpoint_dir(store, exp_id),
         ).to_json()
         task = (
             functools.partial(spark_task, launch)
@@ -453,7 +456,7 @@ def run_experiment(
             result["spark"] = {"master": sc.master, "app_id": sc.applicationId}
             if job.error is not None and result["status"] == "failed":
                 result["reason"] += f"; Spark: {type(job.error).__name__}: {str(job.error)[:500]}"
-        mode.finish(spec, result, results_root=root, experiment_dir=store.root)
+        mode.finish(spec, result, results_root=root, experiment_dir=store.storage)
         store.write_result(result)
         if deadline is not None:
             deadline.cancel()
@@ -465,6 +468,20 @@ def run_experiment(
             channel.finish()
         channel.close()
     return result
+
+
+def _checkpoint_dir(store: ResultStore, exp_id: str) -> str:
+    """Where the workers keep checkpoints: beside the results in a local folder.
+    With results on an object store, a folder on the workers' own disk
+    (``$MAGGY_CHECKPOINT_DIR``, else the temporary folder): a Keras model is a tree
+    of files written by the training function, and a worker that does not find an
+    earlier trial's folder trains from scratch (maggy_core.reporter)."""
+    if store.storage.is_local:
+        return store.storage.path("checkpoints")
+    base = os.environ.get("MAGGY_CHECKPOINT_DIR") or os.path.join(
+        tempfile.gettempdir(), "maggy-checkpoints"
+    )
+    return os.path.join(base, exp_id)
 
 
 def _exit_deadline(seconds: float) -> threading.Timer:
