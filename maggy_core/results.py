@@ -1,6 +1,8 @@
 """Results of an experiment: the journal, its reader, the result and the progress lines.
 
-Layout of ``<results_dir>/<experiment_id>/``:
+``results_dir`` is a local folder or an object store (any fsspec URL); every read
+and write goes through :class:`~maggy_core.storage.Storage`. Layout of
+``<results_dir>/<experiment_id>/``:
 
 - ``journal.jsonl`` -- one JSON record per line (:mod:`maggy_core.records`),
   appended as trial state changes (``experiment``, ``trial_started``,
@@ -14,6 +16,12 @@ Layout of ``<results_dir>/<experiment_id>/``:
   the earlier outcome for this run's.
 - ``trials/<trial_id>.log`` -- the lines a trial wrote with ``reporter.log``.
 
+On an object store, which cannot append, the journal is ``journal/<n>.jsonl``
+instead: numbered segments, each shipped whole within :data:`FSYNC_INTERVAL` of
+its first record (see :class:`Journal` and ``docs/deployment.md`` for the bound on
+what a crash loses), and a trial's log is rewritten whole every
+:data:`LOG_INTERVAL` seconds while it logs and when it ends.
+
 Durability. Every record is flushed to the OS as it is written, so a killed
 process (SIGKILL at any point) loses nothing but a line it was in the middle of
 writing. ``fsync`` runs at most once a second (and at the end): a crash of the
@@ -22,8 +30,9 @@ runs again; an ``fsync`` per transition would cost more than the rest of a
 trial's dispatch. A torn last line (the writer died mid-line) is cut off before
 anything is appended, so the next run's records are never hidden behind it; a
 complete line that does not parse is skipped by every reader, the same way.
-``result.json`` is written to a unique temporary file, fsynced, and renamed over
-the old one, so a reader sees the old file or the new one, whole.
+``result.json`` is written by :meth:`Storage.write_bytes` (the one atomic write): on
+a local disk a unique temporary file, fsynced, renamed over the old one; on a store
+one PUT; so a reader sees the old file or the new one, whole.
 
 :class:`Journal` writes and reads; :func:`replay` is the one reader of trials that
 the coordinator's resume, the plugin's live pages and the CLI share.

@@ -347,3 +347,35 @@ def test_ablation_outputs_and_history_on_the_store(store):
     assert [json.loads(x)["experiment_id"] for x in lines] == ["abl-1", "abl-2"]
     top = analysis["components"][0]
     assert top["component"] == "a" and top.get("previous_delta") is not None
+
+
+def test_an_airflow_connection_gives_the_stores_options(monkeypatch, s3):
+    """``results_conn_id``: an aws connection as s3fs options, or fsspec options as
+    they are in the ``storage_options`` extra; the options reach the store."""
+    from maggy_airflow import settings
+
+    endpoint = s3.storage_options["client_kwargs"]["endpoint_url"]
+    aws = {
+        "conn_type": "aws",
+        "login": s3.storage_options["key"],
+        "password": s3.storage_options["secret"],
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MAGGY_S3", json.dumps(aws))
+    options = settings.storage_options("maggy_s3")
+    assert options == s3.storage_options
+    store = Storage(f"s3://{s3.bucket()}/conn", options)
+    store.write_text("v", "k")
+    assert store.read_text("k") == "v"
+
+    other = {"conn_type": "generic", "extra": {"storage_options": {"anon": True}}}
+    monkeypatch.setenv("AIRFLOW_CONN_MAGGY_OTHER", json.dumps(other))
+    assert settings.storage_options("maggy_other") == {"anon": True}
+    bad = {"conn_type": "generic", "password": "hunter2", "extra": {"storage_options": "x"}}
+    monkeypatch.setenv("AIRFLOW_CONN_MAGGY_BAD", json.dumps(bad))
+    with pytest.raises(ValueError, match="'maggy_bad': the extra 'storage_options'") as e:
+        settings.storage_options("maggy_bad")
+    assert "hunter2" not in str(e.value)
+    with pytest.raises(ValueError, match="results_conn_id: no Airflow connection 'nope'"):
+        settings.storage_options("nope")
+    assert settings.storage_options(None) == {}
