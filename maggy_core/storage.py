@@ -130,8 +130,17 @@ class Storage:
 
     # ---------------------------------------------------------------- reads
 
+    def _fresh(self, path: str) -> str:
+        """``path``, with the filesystem's cached listings of it dropped: s3fs and
+        gcsfs keep listings for the life of the instance (shared per process), and
+        the journal's segments, the experiments and ``result.json`` change while a
+        reader (the plugin, a resume, a follower) lives on."""
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
+        return path
+
     def exists(self, *parts: str) -> bool:
-        return bool(self.fs.exists(self.path(*parts)))
+        return bool(self.fs.exists(self._fresh(self.path(*parts))))
 
     def read_bytes(self, *parts: str, limit: int | None = None) -> bytes | None:
         """The object's bytes (at most ``limit`` of them), or None when it does not exist."""
@@ -147,7 +156,7 @@ class Storage:
     def list(self, *parts: str) -> list[str]:
         """Names (not paths) directly under ``parts``, sorted; [] when there is none."""
         try:
-            entries = self.fs.ls(self.path(*parts), detail=False)
+            entries = self.fs.ls(self._fresh(self.path(*parts)), detail=False)
         except (FileNotFoundError, NotADirectoryError):
             return []
         base = self.path(*parts).rstrip("/")
@@ -169,7 +178,7 @@ class Storage:
                 return False
             return os.path.isfile(path)
         try:
-            return self.fs.info(self.path(*parts)).get("type") == "file"
+            return self.fs.info(self._fresh(self.path(*parts))).get("type") == "file"
         except FileNotFoundError:
             return False
 
@@ -220,7 +229,7 @@ class Storage:
             except OSError:
                 return None
         try:
-            info = self.fs.info(path)
+            info = self.fs.info(self._fresh(path))
         except (FileNotFoundError, OSError):
             return None
         stamp = info.get("LastModified") or info.get("mtime") or info.get("updated")

@@ -33,6 +33,8 @@ from typing import Any
 import httpx
 import pytest
 from airflow_server import AirflowServer, cmdline, wait_for
+from test_e2e_standalone import follow_run as follow
+from test_e2e_standalone import search_xcom as xcom
 
 from maggy_airflow.operators.links import experiment_id_for
 from maggy_core.storage import Storage, read_journal_lines
@@ -44,9 +46,8 @@ DEFERRED_DAG_ID = "maggy_split_deferred"
 TASK_ID = "search"
 NUM_TRIALS = 6
 CONN_ID = "maggy_s3"
-RUN_TIMEOUT = 600.0
 
-#: The test DAGs: a quick search (each trial sleeps about 2 s in 8 reports) with
+#: The test DAGs: a quick search (each trial sleeps about 5 s in 10 reports) with
 #: one retry, and the same search deferring to the triggerer.
 DAG_FILE = textwrap.dedent(
     f'''
@@ -63,7 +64,7 @@ DAG_FILE = textwrap.dedent(
         "num_trials": {NUM_TRIALS},
         "optimizer": "randomsearch",
         "direction": "max",
-        "train_kwargs": {{"seconds": 2.0, "steps": 8}},
+        "train_kwargs": {{"seconds": 5.0, "steps": 10}},
         "seed": 11,
     }}
 
@@ -188,36 +189,6 @@ def drivers(server: AirflowServer, experiment_id: str) -> list[Any]:
     return [p for p in server.tagged_processes() if "maggy_driver.py" in cmdline(p)]
 
 
-def follow(server: AirflowServer, dag_id: str, run_id: str) -> tuple[dict[str, Any], list[str]]:
-    """Wait until the run ends; the run and the states its search task went through."""
-    states: list[str] = []
-
-    def ended() -> dict[str, Any] | None:
-        server.check_alive()
-        state = server.task_instance(dag_id, run_id, TASK_ID)["state"]
-        if state and (not states or states[-1] != state):
-            states.append(state)
-        run = server.run_state(dag_id, run_id)
-        return run if run["state"] in ("success", "failed") else None
-
-    run = wait_for(
-        ended,
-        RUN_TIMEOUT,
-        f"run {run_id} of {dag_id} ended",
-        interval=0.5,
-        on_timeout=lambda: server.run_diagnostics(dag_id, run_id),
-    )
-    return run, states
-
-
-def xcom(server: AirflowServer, dag_id: str, run_id: str) -> dict[str, Any]:
-    entry = server.api(
-        "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{TASK_ID}/xcomEntries/return_value"
-    )
-    value = entry["value"]
-    return json.loads(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
-
-
 def check_ended(
     server: AirflowServer, store: Storage, dag_id: str, run_id: str, experiment_id: str
 ) -> dict[str, Any]:
@@ -254,7 +225,12 @@ def test_a_killed_driver_is_resumed_from_the_store_by_the_retry(
     # api-server shows it running, from the store and Redis.
     def two_ended() -> dict[str, Any] | None:
         airflow.check_alive()
-        assert airflow.run_state(DAG_ID, run_id)["state"] not in ("success", "failed")
+        state = airflow.run_state(DAG_ID, run_id)["state"]
+        assert state not in ("success", "failed"), (
+            f"the run ended ({state}) before two trials were seen ended on the store; "
+            f"the store holds {store.list()} and {store.list(experiment_id)}\n"
+            + airflow.run_diagnostics(DAG_ID, run_id)
+        )
         ended = [r for r in journal(store, experiment_id) if r["type"] == "trial_ended"]
         if len(ended) < 2:
             return None

@@ -379,3 +379,25 @@ def test_an_airflow_connection_gives_the_stores_options(monkeypatch, s3):
     with pytest.raises(ValueError, match="results_conn_id: no Airflow connection 'nope'"):
         settings.storage_options("nope")
     assert settings.storage_options(None) == {}
+
+
+def test_a_reader_that_lives_on_sees_what_another_process_writes(s3):
+    """One Storage kept by a reader (the plugin's process) sees new segments,
+    experiments and files written by another writer (the driver): no listing of a
+    store stays cached."""
+    bucket = s3.bucket()
+    reader = Storage(f"s3://{bucket}/live", s3.storage_options)
+    assert reader.list() == [] and read_journal_lines(reader.child("exp")) == []
+    writer = Storage(f"s3://{bucket}/live", {**s3.storage_options, "use_listings_cache": False})
+    assert writer.fs is not reader.fs  # another filesystem instance, as in another process
+    first = SegmentWriter(writer.child("exp"))
+    first.append('{"n":0}')
+    first.flush()
+    assert reader.list() == ["exp"]
+    assert read_journal_lines(reader.child("exp")) == ['{"n":0}']
+    first.append('{"n":1}')
+    first.flush()
+    writer.write_text("{}", "exp", "result.json")
+    assert read_journal_lines(reader.child("exp")) == ['{"n":0}', '{"n":1}']
+    assert reader.exists("exp", "result.json") and reader.is_regular_file("exp", "result.json")
+    assert reader.modified("exp", "result.json") is not None
