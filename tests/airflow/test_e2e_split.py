@@ -186,7 +186,13 @@ def plugin_json(server: AirflowServer, path: str) -> dict[str, Any]:
 
 def drivers(server: AirflowServer, experiment_id: str) -> list[Any]:
     """The Python driver processes (``maggy_driver.py``) of this Airflow."""
-    return [p for p in server.tagged_processes() if "maggy_driver.py" in cmdline(p)]
+    found = []
+    for proc in server.tagged_processes():
+        line = cmdline(proc)
+        # Not spark-submit's JVM, whose arguments name the driver's file too.
+        if "maggy_driver.py" in line and "java" not in line.split(" ", 1)[0]:
+            found.append(proc)
+    return found
 
 
 def check_ended(
