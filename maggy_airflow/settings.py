@@ -131,8 +131,3 @@ def storage_options(conn_id: str | None) -> dict[str, Any]:
             )
         options.update(given)
     return options
-
-
-def results_storage_options() -> dict[str, Any]:
-    """The storage options of ``[maggy] results_conn_id`` (what the plugin reads with)."""
-    return storage_options(results_conn_id())

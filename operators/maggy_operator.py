@@ -259,8 +259,9 @@ class MaggyOperator(BaseOperator):
         from maggy_airflow import settings
         from maggy_core.storage import OPTIONS_ENV, StorageError, open_storage
 
+        local = "://" not in results_dir or results_dir.startswith("file://")
         try:
-            options = settings.storage_options(self.results_conn_id)
+            options = {} if local else settings.storage_options(self.results_conn_id)
             self._results = open_storage(results_dir, options)
         except (ValueError, StorageError) as exc:
             raise AirflowFailException(str(exc)) from None
@@ -292,8 +293,8 @@ class MaggyOperator(BaseOperator):
         if self.deferrable:
             # spark-submit's own output stays on this machine (an object store
             # cannot take a growing file); the driver's results go to the store.
-            local = results_dir if self._results.is_local else tempfile.gettempdir()
-            self._submit_detached(hook, local, experiment_id)
+            log_root = results_dir if self._results.is_local else tempfile.gettempdir()
+            self._submit_detached(hook, log_root, experiment_id)
         failure: AirflowException | None = None
         try:
             with self._following(experiment_id):

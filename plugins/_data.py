@@ -17,6 +17,7 @@ import math
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,25 @@ def valid_id(value: str) -> bool:
     return bool(_ID.fullmatch(value)) and value not in (".", "..")
 
 
+#: Seconds a looked-up results store is reused: a page reads several files, and
+#: the connection behind ``[maggy] results_conn_id`` may be a database query.
+STORE_TTL = 30.0
+_store: tuple[float, tuple[str, str | None], Storage] | None = None
+
+
 def results_store() -> Storage:
     """The results root the pages read: ``[maggy] results_dir`` (a local path or
     any fsspec URL) with the storage options of ``[maggy] results_conn_id``. Ended
     experiments are read from here, so the API server needs no access to the
     driver's or the workers' disks."""
+    global _store
     from maggy_airflow import settings
 
-    return open_storage(default_results_dir(), settings.results_storage_options())
+    key = (default_results_dir(), settings.results_conn_id())
+    now = time.monotonic()
+    if _store is None or _store[1] != key or now - _store[0] > STORE_TTL:
+        _store = (now, key, open_storage(key[0], settings.storage_options(key[1])))
+    return _store[2]
 
 
 def results_root() -> Path:
