@@ -401,3 +401,57 @@ def test_a_reader_that_lives_on_sees_what_another_process_writes(s3):
     assert read_journal_lines(reader.child("exp")) == ['{"n":0}', '{"n":1}']
     assert reader.exists("exp", "result.json") and reader.is_regular_file("exp", "result.json")
     assert reader.modified("exp", "result.json") is not None
+
+
+def test_an_experiment_on_s3_runs_and_resumes_from_the_store(
+    s3, redis_url, local_spark, monkeypatch, capsys
+):
+    """``run_experiment`` with ``results_dir`` an s3:// URL (credentials from
+    ``$MAGGY_STORAGE_OPTIONS``); its journal cut after the fourth ended trial, as
+    if the driver died there; the next run resumes from the segments on the store
+    and runs no ended trial again; ``maggy show`` reads the result from the URL."""
+    from maggy_core.cli import main
+    from maggy_core.runner import run_experiment
+    from maggy_core.spec import ExperimentSpec
+
+    monkeypatch.setenv("MAGGY_STORAGE_OPTIONS", json.dumps(s3.storage_options))
+    url = f"s3://{s3.bucket()}/runs"
+    store = Storage(url, s3.storage_options)
+    spec = ExperimentSpec.from_dict(
+        {
+            "name": "s3",
+            "train_fn": "maggy_core.examples.sleep:train",
+            "searchspace": {"seconds": ["DOUBLE", [0.02, 0.1]], "x": ["DOUBLE", [-2, 2]]},
+            "num_trials": 8,
+            "workers": 2,
+            "es_policy": "none",
+            "hb_interval": 0.5,
+            "seed": 3,
+            "experiment_id": "resume-s3",
+        }
+    )
+    first = run_experiment(spec, redis_url=redis_url, results_dir=url)
+    assert first["status"] == "finished"
+    assert first["results_dir"] == store.url_of("resume-s3")
+    exp = store.child("resume-s3")
+    assert exp.list(SEGMENTS) and not exp.exists(JOURNAL_FILE)
+    records = [json.loads(line) for line in read_journal_lines(exp)]
+    ended = [i for i, r in enumerate(records) if r["type"] == "trial_ended"]
+    cut = records[: ended[3] + 1]
+    kept = {r["trial_id"] for r in cut if r["type"] == "trial_ended"}
+    for name in exp.list(SEGMENTS):
+        exp.remove(SEGMENTS, name)
+    exp.write_text("".join(json.dumps(r) + "\n" for r in cut), SEGMENTS, "00000000.jsonl")
+
+    second = run_experiment(spec, redis_url=redis_url, results_dir=url)
+    assert second["status"] == "finished" and second["num_trials"] == 8
+    assert json.loads(exp.read_text("result.previous.json"))["started"] == first["started"]
+    after = [json.loads(line) for line in read_journal_lines(exp)][len(cut) :]
+    rerun = {r["trial_id"] for r in after if r["type"] == "trial_started"}
+    assert rerun and not rerun & kept, "an ended trial ran again"
+    assert {t["trial_id"]: t["params"] for t in second["trials"]} == {
+        t["trial_id"]: t["params"] for t in first["trials"]
+    }
+    assert main(["show", "--json", store.url_of("resume-s3")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["started"] == second["started"] and shown["status"] == "finished"
