@@ -412,24 +412,13 @@ def test_an_experiment_on_s3_runs_and_resumes_from_the_store(
     and runs no ended trial again; ``maggy show`` reads the result from the URL."""
     from maggy_core.cli import main
     from maggy_core.runner import run_experiment
-    from maggy_core.spec import ExperimentSpec
 
     monkeypatch.setenv("MAGGY_STORAGE_OPTIONS", json.dumps(s3.storage_options))
     url = f"s3://{s3.bucket()}/runs"
     store = Storage(url, s3.storage_options)
-    spec = ExperimentSpec.from_dict(
-        {
-            "name": "s3",
-            "train_fn": "maggy_core.examples.sleep:train",
-            "searchspace": {"seconds": ["DOUBLE", [0.02, 0.1]], "x": ["DOUBLE", [-2, 2]]},
-            "num_trials": 8,
-            "workers": 2,
-            "es_policy": "none",
-            "hb_interval": 0.5,
-            "seed": 3,
-            "experiment_id": "resume-s3",
-        }
-    )
+    from test_engine import spec as engine_spec  # the engine tests' quick search
+
+    spec = engine_spec(name="s3", experiment_id="resume-s3")
     first = run_experiment(spec, redis_url=redis_url, results_dir=url)
     assert first["status"] == "finished"
     assert first["results_dir"] == store.url_of("resume-s3")
