@@ -18,7 +18,6 @@ import os
 import secrets
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -415,7 +414,8 @@ def run_experiment(
             spec.train_kwargs,
             mode.name,
             mode.worker_block(spec),
-            checkpoint_dir=_checkpoint_dir(store, exp_id),
+            # A local folder, or a folder of the store (maggy_core.reporter ships to it).
+            checkpoint_dir=store.storage.url_of("checkpoints"),
         ).to_json()
         task = (
             functools.partial(spark_task, launch)
@@ -468,20 +468,6 @@ def run_experiment(
             channel.finish()
         channel.close()
     return result
-
-
-def _checkpoint_dir(store: ResultStore, exp_id: str) -> str:
-    """Where the workers keep checkpoints: beside the results in a local folder.
-    With results on an object store, a folder on the workers' own disk
-    (``$MAGGY_CHECKPOINT_DIR``, else the temporary folder): a Keras model is a tree
-    of files written by the training function, and a worker that does not find an
-    earlier trial's folder trains from scratch (maggy_core.reporter)."""
-    if store.storage.is_local:
-        return store.storage.path("checkpoints")
-    base = os.environ.get("MAGGY_CHECKPOINT_DIR") or os.path.join(
-        tempfile.gettempdir(), "maggy-checkpoints"
-    )
-    return os.path.join(base, exp_id)
 
 
 def _exit_deadline(seconds: float) -> threading.Timer:

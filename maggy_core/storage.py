@@ -164,6 +164,23 @@ class Storage:
         names.discard(posixpath.basename(base))  # some stores list the folder itself
         return sorted(n for n in names if n)
 
+    def files(self, *parts: str) -> list[str]:
+        """Every file below ``parts`` (at any depth), as ``/``-separated paths
+        relative to it, sorted; [] when there is none."""
+        base = self._fresh(self.path(*parts)).rstrip("/")
+        try:
+            found = self.fs.find(base)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out = []
+        for entry in found:
+            path = str(entry).rstrip("/")
+            if not path.startswith(base + "/"):
+                path = self.fs._strip_protocol(path)
+            if path.startswith(base + "/"):
+                out.append(path[len(base) + 1 :])
+        return sorted(out)
+
     def is_regular_file(self, *parts: str) -> bool:
         """True for a regular file (not a folder, not a symbolic link) under the root.
 

@@ -444,3 +444,80 @@ def test_an_experiment_on_s3_runs_and_resumes_from_the_store(
     assert main(["show", "--json", store.url_of("resume-s3")]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["started"] == second["started"] and shown["status"] == "finished"
+
+
+def test_checkpoints_travel_through_the_store_between_workers(s3, tmp_path, monkeypatch):
+    """A trial's checkpoint (its JSON and the files the function wrote) is shipped
+    to the store; another worker, with its own empty cache, fetches it."""
+    from maggy_core.reporter import Reporter, load_checkpoint
+
+    monkeypatch.setenv("MAGGY_STORAGE_OPTIONS", json.dumps(s3.storage_options))
+    root = f"s3://{s3.bucket()}/r/exp/checkpoints"
+    monkeypatch.setenv("MAGGY_CHECKPOINT_DIR", str(tmp_path / "worker-a"))
+    reporter = Reporter(None, "t0001", checkpoint_root=root)
+    reporter.broadcast(0.5, step=2)
+    path = reporter.checkpoint_path()
+    assert path.startswith(str(tmp_path / "worker-a"))
+    os.makedirs(os.path.join(path, "model"))
+    with open(os.path.join(path, "model", "weights.bin"), "wb") as fh:
+        fh.write(b"\x00weights")
+    reporter.save_checkpoint({"epoch": 2})
+    store = Storage(root, s3.storage_options)
+    assert store.files("t0001") == ["checkpoint.json", "model/weights.bin"]
+
+    monkeypatch.setenv("MAGGY_CHECKPOINT_DIR", str(tmp_path / "worker-b"))
+    found = load_checkpoint(root, "t0001")
+    assert found is not None and found.data == {"epoch": 2} and found.step == 2
+    assert found.path.startswith(str(tmp_path / "worker-b"))
+    with open(os.path.join(found.path, "model", "weights.bin"), "rb") as fh:
+        assert fh.read() == b"\x00weights"
+    assert load_checkpoint(root, "t0099") is None  # none saved
+    assert load_checkpoint(root, "../t0001") is None  # not a plain name
+
+
+def test_asha_promotions_continue_from_checkpoints_on_the_store(
+    s3, redis_url, local_spark, monkeypatch, tmp_path
+):
+    """ASHA with results on S3: each trial's checkpoint is shipped to the store, and
+    a promotion continues from its previous rung's (only the added epochs run).
+    (Fetching from the store into another worker's empty cache: the test above.)"""
+    from maggy_core.runner import run_experiment
+    from maggy_core.spec import ExperimentSpec
+
+    monkeypatch.setenv("MAGGY_STORAGE_OPTIONS", json.dumps(s3.storage_options))
+    # The workers' environment (this module's SparkContext started before the
+    # variables were set; under spark-submit the workers inherit its environment).
+    for name, value in {
+        "MAGGY_STORAGE_OPTIONS": json.dumps(s3.storage_options),
+        "MAGGY_CHECKPOINT_DIR": str(tmp_path / "cache"),
+    }.items():
+        monkeypatch.setitem(local_spark.environment, name, value)
+    url = f"s3://{s3.bucket()}/asha"
+    spec = ExperimentSpec.from_dict(
+        {
+            "name": "asha-s3",
+            "train_fn": "maggy_core.examples.sleep:budgeted",
+            "searchspace": {"x": ["DOUBLE", [-3.0, 3.0]]},
+            "optimizer": {
+                "name": "asha",
+                "options": {"resource_min": 1, "resource_max": 3, "reduction_factor": 3},
+            },
+            "num_trials": 6,
+            "workers": 2,
+            "es_policy": "none",
+            "hb_interval": 0.5,
+            "seed": 5,
+        }
+    )
+    result = run_experiment(spec, redis_url=redis_url, results_dir=url)
+    assert result["status"] == "finished", result["reason"]
+    store = Storage(url, s3.storage_options).child(result["experiment_id"], "checkpoints")
+    trials = {t["trial_id"]: t for t in result["trials"]}
+    promoted = [t for t in trials.values() if t["info"]["rung"] == 1]
+    assert promoted
+    for t in trials.values():
+        saved = json.loads(store.read_text(t["trial_id"], "checkpoint.json") or "null")
+        assert saved["data"] == {"epoch": t["budget"]}, (t["trial_id"], saved)
+    for t in promoted:
+        assert t["info"]["checkpoint"] in trials
+        assert [s for s, _ in t["history"]] == [2, 3]  # continued after epoch 1
