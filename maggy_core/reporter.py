@@ -148,9 +148,10 @@ class Reporter:
         trial_id: The trial this reporter belongs to.
         attempt: Which run of the trial this is (1 for the first).
         params: The trial's hyperparameters.
-        checkpoint_root: The experiment's checkpoints directory; this trial's
-            checkpoint goes to ``<checkpoint_root>/<trial_id>``. ``None``: a
-            temporary directory, made when first asked for.
+        checkpoint_root: The experiment's checkpoints directory (a local path, or
+            a store's URL: see the module docstring); this trial's checkpoint goes
+            to ``<checkpoint_root>/<trial_id>``. ``None``: a temporary directory,
+            made when first asked for.
     """
 
     def __init__(
