@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from maggy_core.optimizers import Optimizer
     from maggy_core.spec import ExperimentSpec
     from maggy_core.stopping import StoppingRule
+    from maggy_core.storage import Storage
 
 
 class Mode(ABC):
@@ -63,8 +64,8 @@ class Mode(ABC):
         spec: ExperimentSpec,
         result: dict[str, Any],
         *,
-        results_root: Path,
-        experiment_dir: Path,
+        results_root: Path | Storage,
+        experiment_dir: Path | Storage,
     ) -> None:
         """After the last trial, before ``result.json`` is written; may add to it.
         A search has nothing to add."""
@@ -170,8 +171,8 @@ class StudyMode(Mode):
         spec: ExperimentSpec,
         result: dict[str, Any],
         *,
-        results_root: Path,
-        experiment_dir: Path,
+        results_root: Path | Storage,
+        experiment_dir: Path | Storage,
     ) -> None:
         """Analyse the study; the trials are kept whatever the analysis does."""
         import logging

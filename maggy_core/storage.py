@@ -153,17 +153,6 @@ class Storage:
         data = self.read_bytes(*parts)
         return None if data is None else data.decode("utf-8")
 
-    def list(self, *parts: str) -> list[str]:
-        """Names (not paths) directly under ``parts``, sorted; [] when there is none."""
-        try:
-            entries = self.fs.ls(self._fresh(self.path(*parts)), detail=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        base = self.path(*parts).rstrip("/")
-        names = {posixpath.basename(str(e).rstrip("/")) for e in entries}
-        names.discard(posixpath.basename(base))  # some stores list the folder itself
-        return sorted(n for n in names if n)
-
     def files(self, *parts: str) -> list[str]:
         """Every file below ``parts`` (at any depth), as ``/``-separated paths
         relative to it, sorted; [] when there is none."""
@@ -180,6 +169,17 @@ class Storage:
             if path.startswith(base + "/"):
                 out.append(path[len(base) + 1 :])
         return sorted(out)
+
+    def list(self, *parts: str) -> list[str]:
+        """Names (not paths) directly under ``parts``, sorted; [] when there is none."""
+        try:
+            entries = self.fs.ls(self._fresh(self.path(*parts)), detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        base = self.path(*parts).rstrip("/")
+        names = {posixpath.basename(str(e).rstrip("/")) for e in entries}
+        names.discard(posixpath.basename(base))  # some stores list the folder itself
+        return sorted(n for n in names if n)
 
     def is_regular_file(self, *parts: str) -> bool:
         """True for a regular file (not a folder, not a symbolic link) under the root.
