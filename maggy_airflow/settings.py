@@ -86,3 +86,61 @@ def allow_local_deferral() -> bool:
     if raw not in ("true", "false", "1", "0", "yes", "no"):
         raise ValueError(f"[maggy] allow_local_deferral must be True or False, got {given!r}")
     return raw in ("true", "1", "yes")
+
+
+def storage_options(conn_id: str | None) -> dict[str, Any]:
+    """fsspec storage options for the results store from an Airflow connection, as
+    ``ObjectStoragePath`` takes its credentials from one.
+
+    An ``aws`` connection gives s3fs's options: login -> ``key``, password ->
+    ``secret``, the extras ``aws_session_token`` -> ``token``, ``endpoint_url``
+    (or ``service_config.s3.endpoint_url``) and ``region_name`` ->
+    ``client_kwargs``. Any connection may also carry fsspec options as they are,
+    in the extra ``storage_options`` (a JSON object; it wins). ``None`` or an
+    empty id: ``{}`` (the store's own defaults: environment, instance identity).
+
+    Raises:
+        ValueError: the connection does not exist, or its ``storage_options``
+            extra is not a JSON object (the message names the connection and the
+            field, never a secret).
+    """
+    if not conn_id:
+        return {}
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise ValueError(f"results_conn_id: no Airflow connection {conn_id!r}") from None
+    extra = conn.extra_dejson or {}
+    options: dict[str, Any] = {}
+    if (conn.conn_type or "").lower() in ("aws", "s3"):
+        if conn.login:
+            options["key"] = conn.login
+        if conn.password:
+            options["secret"] = conn.password
+        if extra.get("aws_session_token"):
+            options["token"] = extra["aws_session_token"]
+        client: dict[str, Any] = {}
+        service = extra.get("service_config")
+        endpoint = extra.get("endpoint_url") or (
+            ((service or {}).get("s3") or {}).get("endpoint_url")
+            if isinstance(service, dict)
+            else None
+        )
+        if endpoint:
+            client["endpoint_url"] = str(endpoint)
+        if extra.get("region_name"):
+            client["region_name"] = str(extra["region_name"])
+        if client:
+            options["client_kwargs"] = client
+    given = extra.get("storage_options")
+    if given is not None:
+        if not isinstance(given, dict):
+            raise ValueError(
+                f"results_conn_id {conn_id!r}: the extra 'storage_options' must be a JSON "
+                "object of fsspec options"
+            )
+        options.update(given)
+    return options

@@ -407,6 +407,40 @@ async def read_progress_async(
     return _progress_of(reply, last)
 
 
+def live_histories(
+    client: Any, experiment_id: str, trial_ids: set[str], *, page: int = 5000
+) -> dict[str, list[tuple[int, float]]]:
+    """The metric points of running trials still in the experiment's event stream,
+    read page by page to its end (a busy stream is not cut at one page). The
+    coordinator trims the stream behind what it has acknowledged, so a long
+    trial's earliest points may be gone; its whole curve is in the journal once
+    it ends. A malformed entry is skipped.
+
+    Returns:
+        trial id -> ``[(step, value), ...]`` in step order (the latest value of a
+        step reported twice), for the trials asked.
+    """
+    found: dict[str, dict[int, float]] = {t: {} for t in trial_ids}
+    start: bytes | str = "-"
+    while True:
+        entries = client.xrange(key_prefix(experiment_id) + "events", min=start, count=page)
+        for _entry_id, fields in entries:
+            message = _decode_entry(fields)
+            if isinstance(message, MessageError) or message.get("type") != "metric":
+                continue
+            trial = message.get("trial")
+            if trial in found:
+                try:
+                    found[trial][int(message["step"])] = float(message["value"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+        if len(entries) < page:
+            break
+        last = entries[-1][0]
+        start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+    return {t: sorted(points.items()) for t, points in found.items()}
+
+
 def request_experiment_stop(client: Any, experiment_id: str, reason: str) -> bool:
     """Ask a running experiment to stop; ``reason`` says who asked and why (it
     becomes the experiment's reason: ``"stop requested: <reason>"``). Its

@@ -53,7 +53,9 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--results-dir",
-        help="where experiment directories go (default: $MAGGY_RESULTS_DIR or ./maggy-results)",
+        help="where experiment directories go: a local path or an fsspec URL (s3://bucket/"
+        "prefix, gs://..., file://...); a URL's credentials from $MAGGY_STORAGE_OPTIONS "
+        "(JSON) or the store's defaults (default: $MAGGY_RESULTS_DIR or ./maggy-results)",
     )
     run.add_argument("--experiment-id", help="name the experiment; an id with a journal is resumed")
     run.add_argument("--workers", type=int, help="override the spec's workers")
@@ -84,8 +86,12 @@ def parser() -> argparse.ArgumentParser:
         "validate", help="check a spec (and that its train_fn imports) without running it"
     )
     val.add_argument("spec")
-    show = sub.add_parser("show", help="print the summary of an ended experiment")
-    show.add_argument("path", help="the experiment's folder or its result.json")
+    show = sub.add_parser(
+        "show", help="print the summary of an experiment (ended, or what its journal says so far)"
+    )
+    show.add_argument(
+        "path", help="the experiment's folder or its result.json: a local path or an fsspec URL"
+    )
     show.add_argument("--json", action="store_true", help="print result.json itself")
     stop = sub.add_parser("stop", help="ask a running experiment to stop (ended trials are kept)")
     stop.add_argument("experiment_id")
@@ -114,12 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "stop":
         return _stop(args.experiment_id, args.redis_url, args.reason, args.trial)
     if args.command == "show":
-        from maggy_core.results import load_result
-
         try:
-            result = load_result(args.path)
-        except (OSError, ValueError) as exc:
-            print(f"maggy: no result at {args.path}: {exc}", file=sys.stderr)
+            result = _show(args.path)
+        except (OSError, ValueError, MaggyError) as exc:
+            print(f"maggy: no result at {_safe(args.path)}: {exc}", file=sys.stderr)
             return EXIT_FAILED
         print(json.dumps(result, indent=2) if args.json else summary_table(result))
         return EXIT_OK
@@ -161,6 +165,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     print(json.dumps(result, indent=2) if args.json else summary_table(result))
     return EXIT_OK if result["status"] == "finished" else EXIT_FAILED
+
+
+def _show(path: str) -> dict[str, Any]:
+    """The experiment at ``path`` (local or a URL): its ``result.json``, else what
+    its journal says so far (the same reader as the plugin's pages and resume)."""
+    from maggy_core.results import load_result, result_from_journal
+
+    try:
+        return load_result(path)
+    except FileNotFoundError:
+        if path.rstrip("/").endswith(".json"):
+            raise
+        partial = result_from_journal(path)
+        if partial is None:
+            raise
+        if partial.get("duration") is None:
+            partial["duration"] = 0.0
+        return partial
+
+
+def _safe(path: str) -> str:
+    from maggy_core.storage import safe_url
+
+    return safe_url(path)
 
 
 def _origin(raw: str | None) -> Origin | None:

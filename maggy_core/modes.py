@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from maggy_core.optimizers import Optimizer
     from maggy_core.spec import ExperimentSpec
     from maggy_core.stopping import StoppingRule
+    from maggy_core.storage import Storage
 
 
 class Mode(ABC):
@@ -74,8 +75,8 @@ class Mode(ABC):
         spec: ExperimentSpec,
         result: dict[str, Any],
         *,
-        results_root: Path,
-        experiment_dir: Path,
+        results_root: Path | Storage,
+        experiment_dir: Path | Storage,
     ) -> None:
         """After the last trial, before ``result.json`` is written: the mode's
         :meth:`analyse` goes under :attr:`analysis_key`. The trials are kept
@@ -91,7 +92,11 @@ class Mode(ABC):
             result[self.analysis_key] = {"error": f"{type(exc).__name__}: {exc}"}
 
     def analyse(
-        self, spec: ExperimentSpec, result: dict[str, Any], root: Path, folder: Path
+        self,
+        spec: ExperimentSpec,
+        result: dict[str, Any],
+        root: Path | Storage,
+        folder: Path | Storage,
     ) -> dict[str, Any]:
         """The analysis of the ended experiment (``root``: the results' root,
         ``folder``: the experiment's); only modes with an :attr:`analysis_key`."""
@@ -205,7 +210,11 @@ class StudyMode(Mode):
         return _study_context(block).injections(params.get("ablated"))
 
     def analyse(
-        self, spec: ExperimentSpec, result: dict[str, Any], root: Path, folder: Path
+        self,
+        spec: ExperimentSpec,
+        result: dict[str, Any],
+        root: Path | Storage,
+        folder: Path | Storage,
     ) -> dict[str, Any]:
         """The study's analysis (:func:`maggy_core.ablation.report.finish_study`)."""
         from maggy_core.ablation.report import finish_study

@@ -16,15 +16,24 @@ function writes itself (model weights); both are kept in the results directory,
 ``<results_dir>/<experiment_id>/checkpoints/<trial_id>/``, beside the trial's log.
 A later trial that the optimiser gives this checkpoint receives it as the argument
 ``checkpoint`` (a :class:`Checkpoint`), or ``None``. Nothing of it is pickled and
-nothing crosses Redis but the earlier trial's id: the files stay where the workers
-write them, so the workers must see the results directory (one machine, or a shared
-file system); a worker that does not find the earlier trial's directory gets
-``None`` and trains from scratch.
+nothing crosses Redis but the earlier trial's id. With a local results directory the
+files stay where the workers write them, so the workers must see it (one machine, or
+a shared file system). With results on an object store the training function still
+writes to a local folder (a cache on the worker's disk: ``$MAGGY_CHECKPOINT_DIR``,
+else the temporary folder), and every ``save_checkpoint`` ships the folder to
+``<results_dir>/<experiment_id>/checkpoints/<trial_id>/`` on the store; a worker
+given that checkpoint fetches it into its own cache first. The credentials are the
+store's options in ``$MAGGY_STORAGE_OPTIONS`` or the store's defaults
+(:func:`maggy_core.storage.open_storage`). A worker that finds no checkpoint (or
+cannot reach the store: a warning says why) gets ``None`` and trains from scratch:
+a checkpoint saves time, it never decides a result.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import numbers
 import os
@@ -40,6 +49,9 @@ from maggy_core.exceptions import EarlyStopException
 
 if TYPE_CHECKING:
     from maggy_core.channel import WorkerChannel
+
+log = logging.getLogger("maggy")
+_shipping_failed: list[bool] = []  # a warning was logged in this process
 
 #: The file :meth:`Reporter.save_checkpoint` writes in a trial's checkpoint directory.
 CHECKPOINT_FILE = "checkpoint.json"
@@ -68,8 +80,45 @@ class Checkpoint:
     step: int | None = None
 
 
+def _is_remote(root: str | os.PathLike[str] | None) -> bool:
+    raw = "" if root is None else os.fspath(root)
+    return "://" in raw and not raw.startswith("file://")
+
+
+def _local_cache(root: str | os.PathLike[str]) -> Path:
+    """The worker's local folder for the checkpoints of a store's ``root``."""
+    base = os.environ.get("MAGGY_CHECKPOINT_DIR") or os.path.join(
+        tempfile.gettempdir(), "maggy-checkpoints"
+    )
+    return Path(base) / hashlib.sha1(os.fspath(root).encode()).hexdigest()[:16]
+
+
+def _store(root: str | os.PathLike[str]) -> Any:
+    from maggy_core.storage import open_storage
+
+    return open_storage(os.fspath(root))
+
+
+def _fetch(root: str | os.PathLike[str], trial_id: str, folder: Path) -> None:
+    """Copy trial ``trial_id``'s checkpoint from the store into ``folder`` (a
+    warning, and nothing copied, when the store cannot be read)."""
+    try:
+        store = _store(root)
+        for name in store.files(trial_id):
+            if any(part in ("", ".", "..") for part in name.split("/")):
+                continue
+            data = store.read_bytes(trial_id, *name.split("/"))
+            if data is not None:
+                target = folder / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+    except Exception as exc:  # noqa: BLE001 - without it the trial trains from scratch
+        log.warning("checkpoint %s: cannot fetch it from the store: %s", trial_id, exc)
+
+
 def load_checkpoint(root: str | os.PathLike[str] | None, trial_id: Any) -> Checkpoint | None:
-    """The checkpoint of trial ``trial_id`` under ``root``, or ``None`` when there is
+    """The checkpoint of trial ``trial_id`` under ``root`` (a local folder, or a
+    store's URL: fetched into the worker's cache first), or ``None`` when there is
     none to give (no root, no id, an id that is not a plain name, no such directory).
 
     The id comes from an assignment read from Redis: it must be a plain name, so no
@@ -77,7 +126,12 @@ def load_checkpoint(root: str | os.PathLike[str] | None, trial_id: Any) -> Check
     """
     if root is None or not isinstance(trial_id, str) or not _SAFE_ID.fullmatch(trial_id):
         return None
-    folder = Path(root) / trial_id
+    if _is_remote(root):
+        folder = _local_cache(root) / trial_id
+        if not folder.is_dir():  # a checkpoint of another worker: from the store
+            _fetch(root, trial_id, folder)
+    else:
+        folder = Path(root) / trial_id
     if not folder.is_dir():
         return None
     data, step = None, None
@@ -120,9 +174,10 @@ class Reporter:
         trial_id: The trial this reporter belongs to.
         attempt: Which run of the trial this is (1 for the first).
         params: The trial's hyperparameters.
-        checkpoint_root: The experiment's checkpoints directory; this trial's
-            checkpoint goes to ``<checkpoint_root>/<trial_id>``. ``None``: a
-            temporary directory, made when first asked for.
+        checkpoint_root: The experiment's checkpoints directory (a local path, or
+            a store's URL: see the module docstring); this trial's checkpoint goes
+            to ``<checkpoint_root>/<trial_id>``. ``None``: a temporary directory,
+            made when first asked for.
         asks: Where the stopping rule decides (the assignment's ``asks``): reports
             at those steps wait for its verdict (:func:`asks_at`).
     """
@@ -153,6 +208,8 @@ class Reporter:
         if self._checkpoint_dir is None:
             if self._checkpoint_root is None:
                 self._checkpoint_dir = Path(tempfile.mkdtemp(prefix=f"maggy-{self.trial_id}-"))
+            elif _is_remote(self._checkpoint_root):
+                self._checkpoint_dir = _local_cache(self._checkpoint_root) / self.trial_id
             else:
                 self._checkpoint_dir = Path(self._checkpoint_root) / self.trial_id
         self._checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +219,9 @@ class Reporter:
         """Save ``obj`` (JSON types only: numbers, strings, lists, dicts, None) as the
         trial's checkpoint, with the last step reported so far; replaces the one
         saved before. Written atomically, so a trial stopped mid-write leaves the
-        previous one.
+        previous one. With results on an object store, the trial's checkpoint folder
+        (this file and the files the function wrote there) is then shipped to the
+        store (a warning, and the trial goes on, when that fails).
 
         Raises:
             ValueError: ``obj`` is not JSON (the message says what is not).
@@ -179,6 +238,34 @@ class Reporter:
         partial = folder / f".{CHECKPOINT_FILE}.{os.getpid()}"
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, folder / CHECKPOINT_FILE)
+        if _is_remote(self._checkpoint_root):
+            self._ship(folder)
+
+    def _ship(self, folder: Path) -> None:
+        """Copy the checkpoint folder to ``<checkpoint_root>/<trial_id>/`` on the store
+        (each file one PUT; ``checkpoint.json`` last, so a reader that finds it finds
+        the files it describes)."""
+        assert self._checkpoint_root is not None
+        try:
+            store = _store(self._checkpoint_root)
+            files = sorted(
+                (p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")),
+                key=lambda p: p.name == CHECKPOINT_FILE,
+            )
+            for path in files:
+                parts = path.relative_to(folder).parts
+                store.write_bytes(path.read_bytes(), self.trial_id, *parts)
+        except Exception as exc:  # noqa: BLE001 - a checkpoint saves time, never a result
+            # Once per worker process: without the store's credentials every trial fails so.
+            if not _shipping_failed:
+                _shipping_failed.append(True)
+                log.warning(
+                    "checkpoint %s: cannot ship it to the store (%s); checkpoints stay on this "
+                    "worker's disk (give the workers the store's credentials: "
+                    "$MAGGY_STORAGE_OPTIONS or the store's defaults)",
+                    self.trial_id,
+                    exc,
+                )
 
     @property
     def last_metric(self) -> float | None:

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maggy_core.channel import CoordinatorChannel
@@ -36,6 +35,7 @@ from maggy_core.records import Origin
 from maggy_core.redis_server import redis_for_experiment
 from maggy_core.results import ResultStore, replay
 from maggy_core.spec import ExperimentSpec
+from maggy_core.storage import open_storage
 from maggy_core.worker import Launch, spark_task, spark_task_with_fn
 
 if TYPE_CHECKING:
@@ -365,7 +365,9 @@ def run_experiment(
     entered = time.time()
     fn = prepare(spec, train_fn)
     exp_id = experiment_id or spec.experiment_id or new_experiment_id(spec.name)
-    root = Path(results_dir or os.environ.get("MAGGY_RESULTS_DIR") or DEFAULT_RESULTS_DIR).resolve()
+    # A local path or an fsspec URL; a URL's credentials come from
+    # $MAGGY_STORAGE_OPTIONS (maggy_core.storage), never from the command line.
+    root = open_storage(results_dir or os.environ.get("MAGGY_RESULTS_DIR") or DEFAULT_RESULTS_DIR)
     store = ResultStore(root, exp_id)
     earlier = replay(store.journal.records())
     epoch = 1 + earlier.runs
@@ -421,7 +423,8 @@ def run_experiment(
             spec.train_kwargs,
             mode.name,
             mode.worker_block(spec),
-            checkpoint_dir=str(store.root / "checkpoints"),
+            # A local folder, or a folder of the store (maggy_core.reporter ships to it).
+            checkpoint_dir=store.storage.url_of("checkpoints"),
         ).to_json()
         task = (
             functools.partial(spark_task, launch)
@@ -475,7 +478,7 @@ def run_experiment(
             "coordinator_end": coordinator_end,
             "job_finished": job_finished,
         }
-        mode.finish(spec, result, results_root=root, experiment_dir=store.root)
+        mode.finish(spec, result, results_root=root, experiment_dir=store.storage)
         _write_result(store, result)
         if deadline is not None:
             deadline.cancel()
@@ -492,10 +495,12 @@ def run_experiment(
     return result
 
 
-def _failure_reason(exc: Exception, root: Path) -> str:
+def _failure_reason(exc: Exception, root: object) -> str:
     """Why the coordinator failed; a write to the results directory that failed
     (disk full, a file size limit, the folder replaced) says so, and what is kept."""
-    if isinstance(exc, OSError):
+    from maggy_core.storage import StorageError
+
+    if isinstance(exc, OSError | StorageError):
         return (
             f"the results directory {root} cannot be written: {exc}; the trials that "
             "ended before are in its journal: run the same experiment id again once it "
@@ -509,10 +514,12 @@ def _write_result(store: ResultStore, result: dict[str, Any]) -> None:
     the reason instead of raising (the caller still returns it, and ``maggy run``
     prints it): the journal holds every trial that ended before, and a run of the
     same experiment id resumes from it and writes ``result.json`` then."""
+    from maggy_core.storage import StorageError
+
     try:
         store.write_result(result)
-    except OSError as exc:
-        log.error("could not write %s: %s", store.root / "result.json", exc)
+    except (OSError, StorageError) as exc:
+        log.error("could not write %s/result.json: %s", store.root, exc)
         reason = f"result.json could not be written to {store.root}: {exc}"
         if result["status"] == "failed":
             result["reason"] = f"{result['reason']}; {reason}"

@@ -23,6 +23,7 @@ defaults (environment, instance identity): never from a URL that is logged.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import time
@@ -31,6 +32,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from maggy_core.exceptions import MaggyError
+
+#: The environment variable holding the results store's fsspec options as JSON
+#: (how ``MaggyOperator`` hands a connection's credentials to the driver: an
+#: environment variable is on no command line and in no log).
+OPTIONS_ENV = "MAGGY_STORAGE_OPTIONS"
+#: Or the path of a file (mode 0600) holding that JSON.
+OPTIONS_FILE_ENV = "MAGGY_STORAGE_OPTIONS_FILE"
 
 #: The single-file journal of a local results folder.
 JOURNAL_FILE = "journal.jsonl"
@@ -80,7 +88,7 @@ class Storage:
         except (ImportError, ValueError) as exc:
             protocol = raw.split("://", 1)[0]
             raise StorageError(
-                f"results_dir {_safe(raw)!r}: cannot use the {protocol!r} store ({exc}); "
+                f"results_dir {safe_url(raw)!r}: cannot use the {protocol!r} store ({exc}); "
                 f"for s3:// install s3fs, for gs:// gcsfs, for abfs:// adlfs"
             ) from None
         self.fs = fs
@@ -122,13 +130,22 @@ class Storage:
 
     # ---------------------------------------------------------------- reads
 
-    def exists(self, *parts: str) -> bool:
-        return bool(self.fs.exists(self.path(*parts)))
+    def _fresh(self, path: str) -> str:
+        """``path``, with the filesystem's cached listings of it dropped: s3fs and
+        gcsfs keep listings for the life of the instance (shared per process), and
+        the journal's segments, the experiments and ``result.json`` change while a
+        reader (the plugin, a resume, a follower) lives on."""
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
+        return path
 
-    def read_bytes(self, *parts: str) -> bytes | None:
-        """The object's bytes, or None when it does not exist."""
+    def exists(self, *parts: str) -> bool:
+        return bool(self.fs.exists(self._fresh(self.path(*parts))))
+
+    def read_bytes(self, *parts: str, limit: int | None = None) -> bytes | None:
+        """The object's bytes (at most ``limit`` of them), or None when it does not exist."""
         try:
-            return bytes(self.fs.cat_file(self.path(*parts)))
+            return bytes(self.fs.cat_file(self.path(*parts), start=0 if limit else None, end=limit))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
@@ -136,10 +153,27 @@ class Storage:
         data = self.read_bytes(*parts)
         return None if data is None else data.decode("utf-8")
 
+    def files(self, *parts: str) -> list[str]:
+        """Every file below ``parts`` (at any depth), as ``/``-separated paths
+        relative to it, sorted; [] when there is none."""
+        base = self._fresh(self.path(*parts)).rstrip("/")
+        try:
+            found = self.fs.find(base)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out = []
+        for entry in found:
+            path = str(entry).rstrip("/")
+            if not path.startswith(base + "/"):
+                path = self.fs._strip_protocol(path)
+            if path.startswith(base + "/"):
+                out.append(path[len(base) + 1 :])
+        return sorted(out)
+
     def list(self, *parts: str) -> list[str]:
         """Names (not paths) directly under ``parts``, sorted; [] when there is none."""
         try:
-            entries = self.fs.ls(self.path(*parts), detail=False)
+            entries = self.fs.ls(self._fresh(self.path(*parts)), detail=False)
         except (FileNotFoundError, NotADirectoryError):
             return []
         base = self.path(*parts).rstrip("/")
@@ -161,7 +195,7 @@ class Storage:
                 return False
             return os.path.isfile(path)
         try:
-            return self.fs.info(self.path(*parts)).get("type") == "file"
+            return self.fs.info(self._fresh(self.path(*parts))).get("type") == "file"
         except FileNotFoundError:
             return False
 
@@ -202,6 +236,23 @@ class Storage:
 
     def write_text(self, text: str, *parts: str) -> str:
         return self.write_bytes(text.encode("utf-8"), *parts)
+
+    def modified(self, *parts: str) -> float | None:
+        """When the object was last written (seconds since the epoch), or None."""
+        path = self.path(*parts)
+        if self.is_local:
+            try:
+                return os.stat(path).st_mtime
+            except OSError:
+                return None
+        try:
+            info = self.fs.info(self._fresh(path))
+        except (FileNotFoundError, OSError):
+            return None
+        stamp = info.get("LastModified") or info.get("mtime") or info.get("updated")
+        if hasattr(stamp, "timestamp"):
+            return float(stamp.timestamp())
+        return float(stamp) if isinstance(stamp, int | float) else None
 
     def move(self, src: tuple[str, ...], dst: tuple[str, ...]) -> None:
         """Move an object (a rename on a local disk; copy then delete on a store)."""
@@ -282,13 +333,98 @@ def read_journal_lines(storage: Storage) -> list[str]:
     lines: list[str] = []
     text = storage.read_text(JOURNAL_FILE)
     if text:
-        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
-        lines.extend(complete.splitlines())
+        lines.extend(complete_lines(text))
     for number in _segment_numbers(storage):
         seg = storage.read_text(SEGMENTS, _segment_name(number))
         if seg:
             lines.extend(seg.splitlines())
     return [line for line in lines if line.strip()]
+
+
+def complete_lines(text: str) -> list[str]:
+    """The lines of ``text`` that end with a newline: what follows the last newline
+    is a line a writer was in the middle of (a torn tail) and is left out."""
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
+def parse_json_lines(lines: str | bytes | list[str] | None) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines text (or of its lines): the one reader of
+    every JSON-lines file (journal, ablation history). A line that is empty, does
+    not parse (a torn line an append has since closed) or is not an object is
+    skipped, the same way for every reader."""
+    if lines is None:
+        return []
+    if isinstance(lines, bytes):
+        lines = lines.decode("utf-8", errors="replace")
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def has_journal(storage: Storage) -> bool:
+    """Whether an experiment folder holds a journal (a local file or segments)."""
+    return storage.is_regular_file(JOURNAL_FILE) or bool(_segment_numbers(storage))
+
+
+def journal_modified(storage: Storage) -> float | None:
+    """When the journal was last written: its file's time, or its last segment's."""
+    numbers = _segment_numbers(storage)
+    if numbers:
+        return storage.modified(SEGMENTS, _segment_name(numbers[-1]))
+    return storage.modified(JOURNAL_FILE)
+
+
+def storage_options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The results store's fsspec options handed to this process: the JSON object in
+    ``$MAGGY_STORAGE_OPTIONS``, else in the file named by
+    ``$MAGGY_STORAGE_OPTIONS_FILE``; ``{}`` when neither is set (the store's own
+    defaults apply: environment, instance identity).
+
+    Raises:
+        StorageError: naming the variable, when its value is not a JSON object (the
+            message never repeats the value: it may hold a secret).
+    """
+    env = os.environ if environ is None else environ
+    name, raw = OPTIONS_ENV, env.get(OPTIONS_ENV, "")
+    if not raw.strip() and env.get(OPTIONS_FILE_ENV):
+        name = OPTIONS_FILE_ENV
+        try:
+            with open(env[OPTIONS_FILE_ENV], encoding="utf-8") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            raise StorageError(f"{name}: cannot read the file it names ({exc.strerror})") from None
+    if not raw.strip():
+        return {}
+    try:
+        options = json.loads(raw)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise StorageError(f"{name}: must be a JSON object of fsspec storage options")
+    return options
+
+
+def open_storage(
+    url: str | os.PathLike[str] | Storage, storage_options: Mapping[str, Any] | None = None
+) -> Storage:
+    """``url`` as a :class:`Storage`; an object store without options given takes
+    them from the environment (:func:`storage_options_from_env`)."""
+    if isinstance(url, Storage):
+        return url
+    raw = os.fspath(url)
+    if storage_options is None and "://" in raw and not raw.startswith("file://"):
+        storage_options = storage_options_from_env()
+    return Storage(raw, storage_options)
 
 
 def _segment_name(number: int) -> str:
@@ -315,7 +451,7 @@ def fsync_dir(folder: str) -> None:
             os.close(fd)
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """A URL without credentials that a user may have put in it (for messages)."""
     scheme, sep, rest = url.partition("://")
     if sep and "@" in rest.split("/", 1)[0]:

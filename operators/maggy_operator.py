@@ -30,6 +30,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -93,10 +94,17 @@ class MaggyOperator(BaseOperator):
             engine's own default).
         num_workers: Parallel trials (Spark tasks); overrides the spec's ``workers``
             (default: the spec's, else ``[maggy] default_workers``).
-        results_dir: Parent folder of the experiment's results; must be reachable
-            from the Spark driver (and from this task, to read ``result.json``).
-            Default: ``[maggy] results_dir``, else ``$MAGGY_RESULTS_DIR``, else
-            ``$AIRFLOW_HOME/maggy-results``.
+        results_dir: Where the experiment's folder goes: a local path (which the
+            Spark driver, this task and the API server must share) or an fsspec URL
+            (``s3://bucket/prefix``, ``gs://...``, ``abfs://...``, ``file://...``),
+            which needs no shared disk. Default: ``[maggy] results_dir``, else
+            ``$MAGGY_RESULTS_DIR``, else ``$AIRFLOW_HOME/maggy-results``.
+        results_conn_id: Airflow connection whose credentials reach an object-store
+            ``results_dir`` (an ``aws`` connection: key, secret, ``endpoint_url``,
+            ``region_name``; any connection: an extra ``storage_options``). They
+            reach the driver in the environment of spark-submit
+            (``MAGGY_STORAGE_OPTIONS``), never on its command line. Default:
+            ``[maggy] results_conn_id``; ``None``: the store's own defaults.
         py_files: Comma-separated ``.py``/``.zip`` files for spark-submit.
         spark_conf: Extra Spark settings.
         spark_submit_kwargs: Further ``SparkSubmitHook`` arguments
@@ -150,6 +158,7 @@ class MaggyOperator(BaseOperator):
         redis_conn_id: str | None | _FromConfig = FROM_CONFIG,
         num_workers: int | None = None,
         results_dir: str | None = None,
+        results_conn_id: str | None | _FromConfig = FROM_CONFIG,
         py_files: str | None = None,
         spark_conf: Mapping[str, Any] | None = None,
         spark_submit_kwargs: Mapping[str, Any] | None = None,
@@ -172,6 +181,9 @@ class MaggyOperator(BaseOperator):
         )
         self.num_workers = num_workers
         self.results_dir = results_dir
+        self.results_conn_id = (
+            settings.results_conn_id() if results_conn_id is FROM_CONFIG else results_conn_id
+        )
         self.py_files = py_files
         self.spark_conf = spark_conf
         self.spark_submit_kwargs = spark_submit_kwargs
@@ -188,6 +200,8 @@ class MaggyOperator(BaseOperator):
         self._redis_from_connection = False
         self._secret_file: Any = None  # hooks.SecretProperties, while a submission needs it
         self._archive: Any = None  # maggy_core.jvm_archive.DriverArchive, when used
+        self._results: Any = None  # maggy_core.storage.Storage of results_dir, in execute
+        self._storage_env: dict[str, str] = {}  # the store's options for the driver
 
     # ------------------------------------------------------------ the spec
 
@@ -252,13 +266,18 @@ class MaggyOperator(BaseOperator):
         self._resolve_redis()
         self._check_lease()
         results_dir = self.results_dir or default_results_dir()
-        if "://" in results_dir and not results_dir.startswith("file://"):
-            raise AirflowFailException(
-                f"results_dir {results_dir.split('@')[-1]!r}: the engine writes results to a "
-                "path that the Spark driver, this task and the API server share; object-store "
-                "URLs are not supported by MaggyOperator yet"
-            )
-        results_dir = os.path.abspath(results_dir.removeprefix("file://"))
+        from maggy_airflow import settings
+        from maggy_core.storage import OPTIONS_ENV, StorageError, open_storage
+
+        local = "://" not in results_dir or results_dir.startswith("file://")
+        try:
+            options = {} if local else settings.storage_options(self.results_conn_id)
+            self._results = open_storage(results_dir, options)
+        except (ValueError, StorageError) as exc:
+            raise AirflowFailException(str(exc)) from None
+        # The credentials travel in spark-submit's environment, never as an argument.
+        self._storage_env = {OPTIONS_ENV: json.dumps(options)} if options else {}
+        results_dir = self._results.url  # an absolute path, or the store's URL
         origin = {
             "dag_id": ti.dag_id,
             "task_id": ti.task_id,
@@ -274,7 +293,7 @@ class MaggyOperator(BaseOperator):
             spec.workers,
             spec.optimizer.name,
             hook.master,
-            os.path.join(results_dir, experiment_id),
+            self._results.url_of(experiment_id),
         )
         if self._lease() is None:
             self.log.info(
@@ -283,7 +302,10 @@ class MaggyOperator(BaseOperator):
                 self.redis_conn_id,
             )
         if self.deferrable:
-            self._submit_detached(hook, results_dir, experiment_id)
+            # spark-submit's own output stays on this machine (an object store
+            # cannot take a growing file); the driver's results go to the store.
+            log_root = results_dir if self._results.is_local else tempfile.gettempdir()
+            self._submit_detached(hook, log_root, experiment_id)
         failure: AirflowException | None = None
         try:
             with self._following(experiment_id):
@@ -457,9 +479,14 @@ class MaggyOperator(BaseOperator):
         submit_kwargs = dict(self.spark_submit_kwargs or {})
         secret_env: dict[str, str] = {}
         self._remove_secret_file()
+        secrets = dict(self._storage_env)  # the results store's options (execute)
         if self._redis_password:
+            from maggy_core.redis_server import PASSWORD_ENV_VAR
+
+            secrets[PASSWORD_ENV_VAR] = self._redis_password
+        if secrets:
             secret_env, submit_kwargs["properties_file"] = self._secret_submission(
-                submit_kwargs.get("properties_file")
+                secrets, submit_kwargs.get("properties_file")
             )
         args = [
             "run",
@@ -503,31 +530,32 @@ class MaggyOperator(BaseOperator):
                 self._archive = archive
         return self._hook
 
-    def _secret_submission(self, user_file: str | None) -> tuple[dict[str, str], str]:
-        """The Redis password for spark-submit: its environment (the driver in client
-        mode) and the path of a private properties file with the settings that give
-        it to a driver in the cluster (YARN, Kubernetes).
+    def _secret_submission(
+        self, secrets: Mapping[str, str], user_file: str | None
+    ) -> tuple[dict[str, str], str]:
+        """Secrets for the driver (the Redis password, the results store's options):
+        spark-submit's environment (the driver in client mode) and the path of a
+        private properties file with the settings that give them to a driver in the
+        cluster (YARN, Kubernetes).
 
         Not ``env_vars``: on YARN and Kubernetes the Spark provider turns those into
         ``--conf`` arguments, which ``ps`` shows. A file given as ``properties_file``
         in ``spark_submit_kwargs`` is kept: the private file starts with its lines.
+        Only the driver: the executors get their Redis URL in the launch record, with
+        the experiment's own Redis user (maggy_core.acl) or, where the server cannot
+        make users, the driver's password.
         """
         from maggy_airflow.operators.hooks import SecretProperties
-        from maggy_core.redis_server import PASSWORD_ENV_VAR
 
-        secret = str(self._redis_password)
-        # Only the driver: the executors get their Redis URL in the launch record, with
-        # the experiment's own Redis user (maggy_core.acl) or, where the server cannot
-        # make users, the driver's password.
-        settings = {
-            f"spark.yarn.appMasterEnv.{PASSWORD_ENV_VAR}": secret,
-            f"spark.kubernetes.driverEnv.{PASSWORD_ENV_VAR}": secret,
-        }
-        # A Kubernetes secret named in spark_conf gives it instead (not in the pod spec).
-        if f"spark.kubernetes.driver.secretKeyRef.{PASSWORD_ENV_VAR}" in (self.spark_conf or {}):
-            del settings[f"spark.kubernetes.driverEnv.{PASSWORD_ENV_VAR}"]
+        settings: dict[str, str] = {}
+        user_conf = self.spark_conf or {}
+        for name, secret in secrets.items():
+            settings[f"spark.yarn.appMasterEnv.{name}"] = secret
+            # A Kubernetes secret named in spark_conf gives it instead (not in the pod spec).
+            if f"spark.kubernetes.driver.secretKeyRef.{name}" not in user_conf:
+                settings[f"spark.kubernetes.driverEnv.{name}"] = secret
         self._secret_file = SecretProperties(settings, base=user_file)
-        return {PASSWORD_ENV_VAR: secret}, self._secret_file.path
+        return dict(secrets), self._secret_file.path
 
     def _remove_secret_file(self) -> None:
         if self._secret_file is not None:
@@ -651,13 +679,16 @@ class MaggyOperator(BaseOperator):
         )
 
     def _read_summary(self, results_dir: str, experiment_id: str) -> dict[str, Any] | None:
-        """The experiment's summary: from ``result.json`` when this task sees the
-        results folder, else from Redis, where the driver also leaves it."""
+        """The experiment's summary (with its results URL): from ``result.json`` on
+        the results store (any URL, with the options of ``results_conn_id``), else
+        from Redis, where the driver also leaves it."""
         from maggy_core.records import summarize
         from maggy_core.results import load_result
+        from maggy_core.storage import StorageError, open_storage
 
-        with contextlib.suppress(OSError, ValueError):
-            return summarize(load_result(Path(results_dir) / experiment_id))
+        with contextlib.suppress(OSError, ValueError, StorageError):
+            store = self._results or open_storage(results_dir)
+            return summarize(load_result(store.child(experiment_id)))
         if self._redis_url:
             from maggy_core.channel import read_summary
 

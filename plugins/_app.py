@@ -283,7 +283,7 @@ def create_app() -> FastAPI:
             spec=spec,
             searchspace=spec.get("searchspace") or {},
             ablation=result.get("ablation"),
-            has_svg=_data.open_file(experiment_id, "ablation.svg") is not None,
+            has_svg=_data.is_file(experiment_id, "ablation.svg"),
             can_edit=who.can_edit(where),
             data=_json_safe(_data.thinned(_live(result, experiment_id))),
         )

@@ -1,9 +1,13 @@
-"""What the pages show, read from the results folder (and from Redis while a trial runs).
+"""What the pages show, read from the results store (and from Redis while a trial runs).
 
-Everything here returns plain JSON-able dicts: the HTML pages and the JSON API
-show the same data. Files are read only when they are regular files inside the
-results root, reached without a symbolic link (:func:`open_file`): whoever can
-write into the results folder must not make the API server serve any other file.
+The results root is ``[maggy] results_dir``: a local folder or any fsspec URL
+(read with the options of ``[maggy] results_conn_id``), so the API server needs
+no disk shared with the Spark driver. Everything here returns plain JSON-able
+dicts: the HTML pages and the JSON API show the same data. On a local folder,
+files are read only when they are regular files inside the results root, reached
+without a symbolic link (:func:`open_file`): whoever can write into the results
+folder must not make the API server serve any other file. Every name read is one
+safe path segment (:func:`valid_id`), on a local folder and a store alike.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import math
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from maggy_airflow.operators.maggy_operator import default_results_dir
+from maggy_core.storage import Storage, journal_modified, open_storage, parse_json_lines
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 #: Trial statuses that end a trial.
@@ -34,13 +40,39 @@ def valid_id(value: str) -> bool:
     return bool(_ID.fullmatch(value)) and value not in (".", "..")
 
 
+#: Seconds a looked-up results store is reused: a page reads several files, and
+#: the connection behind ``[maggy] results_conn_id`` may be a database query.
+STORE_TTL = 30.0
+_store: tuple[float, tuple[str, str | None], Storage] | None = None
+
+
+def results_store() -> Storage:
+    """The results root the pages read: ``[maggy] results_dir`` (a local path or
+    any fsspec URL) with the storage options of ``[maggy] results_conn_id``. Ended
+    experiments are read from here, so the API server needs no access to the
+    driver's or the workers' disks."""
+    global _store
+    from maggy_airflow import settings
+
+    key = (default_results_dir(), settings.results_conn_id())
+    now = time.monotonic()
+    if _store is None or _store[1] != key or now - _store[0] > STORE_TTL:
+        _store = (now, key, open_storage(key[0], settings.storage_options(key[1])))
+    return _store[2]
+
+
 def results_root() -> Path:
-    """The results folder the pages read (the operator's default)."""
-    return Path(default_results_dir())
+    """The local results folder (only for a local ``results_dir``)."""
+    return Path(results_store().path())
+
+
+def _safe_parts(parts: tuple[str, ...]) -> bool:
+    return bool(parts) and all(valid_id(p) or p in ("trials", "_ablation_history") for p in parts)
 
 
 def open_file(*parts: str) -> int | None:
-    """A read-only descriptor of ``<results root>/<parts...>``, or ``None``.
+    """A read-only descriptor of ``<results root>/<parts...>`` on a local results
+    folder, or ``None``.
 
     ``None`` unless every part is a safe name, no component below the root is a
     symbolic link, the resolved path is inside the resolved root, and the file is
@@ -48,7 +80,7 @@ def open_file(*parts: str) -> int | None:
     with ``fstat`` on the open descriptor, so a link planted between the check and
     the open is refused too. The caller closes the descriptor.
     """
-    if not parts or not all(valid_id(p) or p in ("trials", "_ablation_history") for p in parts):
+    if not _safe_parts(parts):
         return None
     root = results_root().resolve()
     path = root
@@ -68,8 +100,24 @@ def open_file(*parts: str) -> int | None:
     return fd
 
 
+def is_file(*parts: str) -> bool:
+    """Whether ``<results root>/<parts...>`` is a file the pages may read."""
+    store = results_store()
+    if store.is_local:
+        fd = open_file(*parts)
+        if fd is not None:
+            os.close(fd)
+        return fd is not None
+    return _safe_parts(parts) and store.is_regular_file(*parts)
+
+
 def read_bytes(*parts: str, limit: int = MAX_READ) -> bytes | None:
-    """The content of a file that :func:`open_file` allows (at most ``limit`` bytes)."""
+    """The content of a file that the pages may read (at most ``limit`` bytes): on a
+    local folder one that :func:`open_file` allows, on an object store an object
+    with safe names (a store has no links)."""
+    store = results_store()
+    if not store.is_local:
+        return store.read_bytes(*parts, limit=limit) if _safe_parts(parts) else None
     fd = open_file(*parts)
     if fd is None:
         return None
@@ -78,7 +126,7 @@ def read_bytes(*parts: str, limit: int = MAX_READ) -> bytes | None:
 
 
 def read_json(*parts: str) -> Any:
-    """A JSON file that :func:`open_file` allows, parsed; ``None`` when absent or unreadable."""
+    """A JSON file that the pages may read, parsed; ``None`` when absent or unreadable."""
     data = read_bytes(*parts)
     if data is None:
         return None
@@ -90,21 +138,21 @@ def read_json(*parts: str) -> Any:
 
 def read_jsonl(*parts: str) -> list[dict[str, Any]]:
     """The records of a JSON-lines file; a torn or foreign line is skipped."""
-    data = read_bytes(*parts)
-    out = []
-    for line in (data or b"").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
+    return parse_json_lines(read_bytes(*parts))
 
 
 def tail(*parts: str, lines: int = LOG_LINES) -> tuple[list[str], bool] | None:
     """The last ``lines`` lines of a text file, read from its end (a trial's log can
     be long), and whether earlier lines were left out; ``None`` without the file."""
+    store = results_store()
+    if not store.is_local:
+        data = read_bytes(*parts)
+        if data is None:
+            return None
+        text = data.decode("utf-8", errors="replace").split("\n")
+        if text and text[-1] == "":
+            text.pop()
+        return text[-lines:], len(text) > lines
     fd = open_file(*parts)
     if fd is None:
         return None
@@ -149,16 +197,19 @@ def load_result(experiment_id: str) -> dict[str, Any] | None:
 
 def journal_result(experiment_id: str) -> dict[str, Any] | None:
     """A partial result rebuilt from ``journal.jsonl`` by the engine's one reader of
-    the journal (``maggy_core.results.result_from_journal``): the ended trials, the
-    ones that started and have not ended, and the best so far. Only for a journal
-    that :func:`open_file` allows (no symbolic link on the way)."""
+    the journal (``maggy_core.results.result_from_journal``), a local file or the
+    segments on an object store: the ended trials, the ones that started and have
+    not ended, and the best so far. A local journal only when :func:`open_file`
+    allows it (no symbolic link on the way)."""
     from maggy_core.results import result_from_journal
 
-    fd = open_file(experiment_id, "journal.jsonl")
-    if fd is None:
-        return None
-    os.close(fd)
-    return result_from_journal(results_root() / experiment_id)
+    store = results_store()
+    if store.is_local:
+        fd = open_file(experiment_id, "journal.jsonl")
+        if fd is None:
+            return None
+        os.close(fd)
+    return result_from_journal(store.child(experiment_id))
 
 
 @dataclass(frozen=True)
@@ -229,9 +280,24 @@ def summary(experiment_id: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def experiment_ids() -> list[str]:
-    """Every experiment in the results folder (ended or running), newest first
-    (by the last change of its folder)."""
-    root = results_root()
+    """Every experiment in the results root (ended or running), newest first (by
+    the last write of its ``result.json`` or journal)."""
+    store = results_store()
+    if store.is_local:
+        return _local_experiment_ids(store)
+    found = []
+    for name in store.list():
+        if not valid_id(name):
+            continue
+        folder = store.child(name)
+        stamps = [t for t in (folder.modified("result.json"), journal_modified(folder)) if t]
+        if stamps:
+            found.append((max(stamps), name))
+    return [name for _, name in sorted(found, reverse=True)]
+
+
+def _local_experiment_ids(store: Storage) -> list[str]:
+    root = store.path()
     found = []
     try:
         entries = list(os.scandir(root))
@@ -302,26 +368,17 @@ def thinned(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def live_histories(client: Any, experiment_id: str, trial_ids: set[str]) -> dict[str, list]:
-    """The steps reported so far by running trials: the metric events still in the
-    experiment's event stream (the coordinator trims the stream behind what it has
-    acknowledged, so a long trial's earliest reports may be gone; its full curve
-    is in ``result.json`` once it ends).
+    """The steps reported so far by running trials (``maggy_core.channel.live_histories``).
 
     Returns:
         trial id -> ``[[step, value], ...]`` in step order, for the trials asked.
     """
-    from maggy_core.channel import MessageError, decode, key_prefix
+    from maggy_core.channel import live_histories as read
 
-    out: dict[str, dict[int, float]] = {t: {} for t in trial_ids}
-    for _entry_id, fields in client.xrange(key_prefix(experiment_id) + "events", count=20000):
-        try:
-            message = decode(fields.get(b"m", b""))
-        except MessageError:
-            continue
-        trial = message.get("trial")
-        if message.get("type") == "metric" and trial in out:
-            out[trial][int(message["step"])] = float(message["value"])
-    return {t: [[s, v] for s, v in sorted(points.items())] for t, points in out.items()}
+    return {
+        t: [[s, v] for s, v in points]
+        for t, points in read(client, experiment_id, trial_ids).items()
+    }
 
 
 # ---------------------------------------------------------------- analysis
@@ -347,10 +404,10 @@ def importance(result: dict[str, Any]) -> dict[str, Any] | None:
         import optuna
         from optuna.importance import PedAnovaImportanceEvaluator
 
-        from maggy_core.optimizers._optuna import _distribution
+        from maggy_core.optimizers import optuna_distributions
         from maggy_core.searchspace import Searchspace
 
-        distributions = {n: _distribution(p) for n, p in Searchspace(**space).items()}
+        distributions = optuna_distributions(Searchspace(**space))
     except (ImportError, ValueError) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     direction = "maximize" if result.get("direction", "max") == "max" else "minimize"

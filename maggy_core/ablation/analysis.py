@@ -37,6 +37,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from maggy_core.ablation.sequential import Repeats, holm_adjust, paired_t, sequential_stats
 from maggy_core.exceptions import SpecError
+from maggy_core.storage import parse_json_lines
 
 __all__ = [
     "SEQUENTIAL_TEST_NAME",
@@ -631,18 +632,7 @@ class AblationHistory:
         """
         if not self.path.exists():
             return []
-        runs = []
-        with self.path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    runs.append(record)
-        return runs
+        return parse_json_lines(self.path.read_bytes())
 
     def append(self, experiment_id: str, analysis: dict[str, Any], ended: float) -> None:
         """Append one run as a single line, flushed and fsynced.

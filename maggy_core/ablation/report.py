@@ -9,7 +9,10 @@ same study compares itself with.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from maggy_core.ablation.analysis import (
 )
 from maggy_core.ablation.sequential import Repeats
 from maggy_core.ablation.study import AblationSpec
+from maggy_core.storage import Storage, open_storage
 
 log = logging.getLogger("maggy")
 
@@ -33,12 +37,46 @@ HISTORY_DIR = "_ablation_history"
 SUMMARY_FIELDS = CSV_COLUMNS
 
 
-def history_path(study: AblationSpec, name: str, results_root: Path) -> Path:
-    """Where the study's history lives: ``ablation.history``, else
-    ``<results_dir>/_ablation_history/<name>.jsonl``."""
+def history_path(study: AblationSpec, name: str, results_root: Path | Storage) -> str:
+    """Where the study's history lives: ``ablation.history`` (a local path or a
+    URL), else ``<results_dir>/_ablation_history/<name>.jsonl``."""
     if study.history:
-        return Path(study.history).expanduser().resolve()
-    return results_root / HISTORY_DIR / f"{name}.jsonl"
+        raw = str(study.history)
+        return raw if "://" in raw else str(Path(raw).expanduser().resolve())
+    return open_storage(results_root).url_of(HISTORY_DIR, f"{name}.jsonl")
+
+
+@contextlib.contextmanager
+def _history(location: str, results: Storage) -> Iterator[AblationHistory]:
+    """The study's history as an :class:`AblationHistory`. A local file is used in
+    place (appended and fsync'ed). An object store cannot append: the object is
+    read into a temporary file, and written back whole (one PUT) if it changed;
+    one run of a study appends at a time (a nightly schedule), so nothing races."""
+    if "://" not in location or location.startswith("file://"):
+        yield AblationHistory(Path(location.removeprefix("file://")))
+        return
+    folder, _, fname = location.rstrip("/").rpartition("/")
+    same_store = location.startswith(results.url_of().split("://", 1)[0] + "://")
+    store = Storage(folder, results.storage_options) if same_store else open_storage(folder)
+    with tempfile.TemporaryDirectory(prefix="maggy-history-") as tmp:
+        local = Path(tmp) / fname
+        local.write_bytes(store.read_bytes(fname) or b"")
+        before = local.stat().st_mtime_ns, local.stat().st_size
+        yield AblationHistory(local)
+        if (local.stat().st_mtime_ns, local.stat().st_size) != before:
+            store.write_bytes(local.read_bytes(), fname)
+
+
+def _write_output(folder: Storage, name: str, write: Callable[[Path], Path]) -> str:
+    """Write one output file into the experiment's folder with ``write(path)``;
+    on an object store through a temporary file shipped in one PUT. Returns its
+    path or URL."""
+    if folder.is_local:
+        return str(write(Path(folder.path(name))))
+    with tempfile.TemporaryDirectory(prefix="maggy-ablation-") as tmp:
+        local = write(Path(tmp) / name)
+        folder.write_bytes(local.read_bytes(), name)
+    return folder.url_of(name)
 
 
 def finish_study(
@@ -47,10 +85,11 @@ def finish_study(
     *,
     name: str,
     direction: str,
-    results_root: Path,
-    experiment_dir: Path,
+    results_root: Path | Storage,
+    experiment_dir: Path | Storage,
 ) -> dict[str, Any]:
-    """Analyse the study's trials, compare with earlier runs, write the outputs.
+    """Analyse the study's trials, compare with earlier runs, write the outputs
+    (into ``experiment_dir``, a local folder or a folder of an object store).
 
     Returns:
         The analysis (also stored by the caller under ``result["ablation"]``).
@@ -76,17 +115,21 @@ def finish_study(
         budget=budget,
         finished=result["status"] == "finished",
     )
-    history = AblationHistory(history_path(study, name, results_root))
-    analysis = compare_with_history(analysis, history.runs(), alpha=study.alpha)
-    analysis["history"] = str(history.path)
-    analysis["table"] = str(write_table_csv(analysis, experiment_dir / "ablation.csv"))
-    analysis["chart"] = str(
-        write_chart_svg(
-            analysis, experiment_dir / "ablation.svg", title=f"{name}: effect of each component"
+    results, folder = open_storage(results_root), open_storage(experiment_dir)
+    location = history_path(study, name, results)
+    with _history(location, results) as history:
+        analysis = compare_with_history(analysis, history.runs(), alpha=study.alpha)
+        analysis["history"] = location
+        analysis["table"] = _write_output(
+            folder, "ablation.csv", lambda path: write_table_csv(analysis, path)
         )
-    )
-    if result["status"] == "finished":
-        history.append(result["experiment_id"], analysis, result["ended"])
+        analysis["chart"] = _write_output(
+            folder,
+            "ablation.svg",
+            lambda path: write_chart_svg(analysis, path, title=f"{name}: effect of each component"),
+        )
+        if result["status"] == "finished":
+            history.append(result["experiment_id"], analysis, result["ended"])
     for entry in analysis["components"]:
         log.info(
             "ablation %-24s %-12s %2d repeats (%s)  delta %s  CI [%s, %s]  p=%s%s%s",

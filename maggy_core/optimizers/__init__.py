@@ -38,6 +38,7 @@ __all__ = [
     "TPESearch",
     "available_optimizers",
     "get_optimizer",
+    "optuna_distributions",
     "register_optimizer",
     "resolve_optimizer",
 ]
@@ -133,3 +134,11 @@ register_optimizer(CmaEsSearch)
 register_optimizer(OptunaSearch)
 register_optimizer(ASHA)
 register_optimizer(Hyperband)
+
+
+def optuna_distributions(space: Searchspace) -> dict[str, Any]:
+    """Optuna's distribution of each parameter of ``space``, as the Optuna-backed
+    optimisers ask with them (for readers such as the plugin's importance view)."""
+    from maggy_core.optimizers._optuna import _distribution
+
+    return {name: _distribution(param) for name, param in space.items()}

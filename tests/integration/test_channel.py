@@ -99,3 +99,17 @@ def test_the_group_comes_back_after_redis_loses_the_stream(channels):
     assert co.read_events(block_ms=10) == []
     wk.send("log", trial="t", attempt=1, msg="after")
     assert co.read_events(block_ms=100)[0][1]["msg"] == "after"
+
+
+def test_live_histories_read_the_whole_stream_page_by_page(channels):
+    from maggy_core.channel import live_histories
+
+    co, wk = channels
+    for step in range(7):
+        wk.report("t0000", 1, step, step / 10)
+        wk.report("t0001", 1, step, 1.0)
+    co.client.xadd(co.key("events"), {b"m": b"not json"})  # skipped, not raised
+    wk.report("t0000", 1, 3, 0.99)  # a step reported again: its latest value
+    found = live_histories(co.client, co.experiment_id, {"t0000", "t9999"}, page=4)
+    assert found["t9999"] == []
+    assert found["t0000"] == [(s, 0.99 if s == 3 else s / 10) for s in range(7)]

@@ -141,3 +141,44 @@ def test_result_json_is_replaced_whole_and_leaves_no_temporary_file(tmp_path):
     assert json.loads((store.root / "result.json").read_text())["status"] == "finished"
     assert store.retire_result() is not None
     assert sorted(p.name for p in store.root.iterdir()) == ["result.previous.json", "trials"]
+
+
+def test_one_json_lines_reader_skips_empty_torn_and_foreign_lines():
+    from maggy_core.storage import complete_lines, parse_json_lines
+
+    text = '{"a":1}\n\n[1,2]\nnot json\n{"b":2}\n{"c":'
+    assert parse_json_lines(text) == [{"a": 1}, {"b": 2}]
+    assert parse_json_lines(text.encode()) == [{"a": 1}, {"b": 2}]
+    assert parse_json_lines(None) == []
+    assert complete_lines(text)[-1] == '{"b":2}'  # the torn tail is not a line yet
+    assert complete_lines("no newline") == []
+
+
+def test_a_journal_given_its_folder_or_file_or_storage_writes_the_same_file(tmp_path):
+    from maggy_core.storage import Storage
+
+    folder = tmp_path / "exp"
+    for where in (folder, folder / "journal.jsonl", Storage(folder)):
+        j = Journal(where)
+        j.append(started("t0001"))
+        j.close()
+        assert j.path == folder / "journal.jsonl"
+    assert [r.trial_id for r in read_records(folder)] == ["t0001"] * 3
+    assert [r.trial_id for r in read_records(Storage(folder))] == ["t0001"] * 3
+
+
+def test_result_json_is_written_whole_through_the_store(tmp_path):
+    from maggy_core.results import load_result
+
+    store = ResultStore(tmp_path, "e")
+    store.append(ExperimentRecord(experiment_id="e", epoch=1, spec={}))
+    path = store.write_result({"experiment_id": "e", "status": "finished"})
+    store.close()
+    assert path == str(tmp_path / "e" / "result.json")
+    assert load_result(tmp_path / "e") == load_result(path)
+    assert load_result(path)["status"] == "finished"
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == [
+        "journal.jsonl",
+        "result.json",
+        "trials",
+    ]
