@@ -65,6 +65,9 @@ class WorkerRegistry:
         # again was alive all along (a stall, Redis away) and is taken back.
         self._silent: dict[str, float] = {}
         self.readmitted: list[str] = []  # ids taken back, for the log and the tests
+        # Heartbeats of this epoch without a register event, with the first value
+        # seen: adopted when it changes (see check).
+        self._unregistered: dict[str, float] = {}
 
     def get(self, worker_id: str) -> Worker | None:
         return self.workers.get(worker_id)
@@ -86,7 +89,14 @@ class WorkerRegistry:
         beat without having registered (Redis lost the event) and return those
         whose heartbeat has not changed for longer than the timeout."""
         for wid in beats.keys() - self.workers.keys() - self._gone_ids:
-            if wid.startswith(f"e{self.epoch}-"):
+            if not wid.startswith(f"e{self.epoch}-"):
+                continue
+            # Adopted once its heartbeat moves: a live worker beats every interval,
+            # a value written once (forged, or left by a dead task) is not a worker
+            # and is never handed a trial.
+            first = self._unregistered.setdefault(wid, beats[wid])
+            if beats[wid] > first:
+                del self._unregistered[wid]
                 self.workers[wid] = Worker(wid)
                 self.idle.append(wid)
         for wid in [w for w, last in self._silent.items() if beats.get(w, last) > last]:

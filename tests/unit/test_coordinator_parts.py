@@ -65,8 +65,11 @@ def test_the_registry_adopts_loses_and_replaces_workers():
     reg = WorkerRegistry(epoch=2, timeout=5.0)
     assert reg.register("e2-w0.10", "h", 1) == []
     assert list(reg.idle) == ["e2-w0.10"]
-    # a heartbeat of this epoch without a register event: adopted; others ignored
+    # a heartbeat of this epoch without a register event: adopted once it moves (a
+    # value written once is no worker); other epochs ignored
     assert reg.check({"e2-w0.10": 1.0, "e2-w1.11": 1.0, "e1-w1.3": 1.0}, now=10.0) == []
+    assert set(reg.workers) == {"e2-w0.10"}
+    assert reg.check({"e2-w0.10": 1.0, "e2-w1.11": 1.5, "e1-w1.3": 2.0}, now=10.5) == []
     assert set(reg.workers) == {"e2-w0.10", "e2-w1.11"}
     # w1 keeps beating, w0 does not
     assert reg.check({"e2-w0.10": 1.0, "e2-w1.11": 2.0}, now=14.0) == []
