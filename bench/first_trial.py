@@ -107,12 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="each variant once")
     p.add_argument("--repeats", type=int, help="runs of each variant (default 2; --quick 1)")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
-    args = p.parse_args(argv)
-    mode = "quick" if args.quick else "full"
-    sizes = dict(SIZES[mode])
-    if args.repeats:
-        sizes["repeats"] = max(1, args.repeats)
+    args, mode, sizes = _common.parse_args(p, argv, SIZES, "repeats", "repeats")
     _common.header("maggy first-trial benchmark (Keras digits)", mode, sizes)
     tmp = Path(tempfile.mkdtemp(prefix="maggy-bench-first-"))
     runs: list[dict[str, Any]] = []
@@ -137,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!! the benchmark failed: {type(exc).__name__}: {exc}")
         failed = True
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     rows = [
         [
             r["variant"],

@@ -151,12 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one run of each")
     p.add_argument("--runs", type=int, help="runs of each (default 3; --quick 1)")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
-    args = p.parse_args(argv)
-    mode = "quick" if args.quick else "full"
-    sizes = dict(SIZES[mode])
-    if args.runs:
-        sizes["runs"] = max(1, args.runs)
+    args, mode, sizes = _common.parse_args(p, argv, SIZES, "runs", "runs")
     _common.header("maggy start-up benchmark", mode, sizes)
     print(
         f"{TRIALS} sleep trials of 0.05-0.2 s on {WORKERS} workers ({MASTER}); "
@@ -183,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!! the benchmark failed: {type(exc).__name__}: {exc}")
         failed = True
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     for system in ("maggy run", "optuna in-process"):
         mine = [r for r in rows if r["system"] == system]
         if not mine:

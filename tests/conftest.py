@@ -184,3 +184,19 @@ def s3(tmp_path_factory):
 
     with s3_server(tmp_path_factory.mktemp("s3")) as server:
         yield server
+
+
+@pytest.fixture
+def channels(redis_url):
+    """A coordinator's and a worker's channel of a fresh experiment (epoch 1, worker
+    ``w0.1``) on the test Redis; the experiment's keys are deleted afterwards."""
+    from maggy_core.channel import CoordinatorChannel, WorkerChannel
+
+    exp = f"test-{uuid.uuid4().hex[:8]}"
+    co = CoordinatorChannel(redis_url, exp)
+    co.open(1, {"state": "running"})
+    wk = WorkerChannel(redis_url, exp, "w0.1", 1)
+    yield co, wk
+    co.client.delete(*[k.decode() for k in co.client.smembers(co.key("keys"))], co.key("keys"))
+    co.close()
+    wk.close()

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from maggy_core.channel import CoordinatorChannel, WorkerChannel
 from maggy_core.exceptions import MessageError
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def channels(redis_url):
-    exp = f"test-{uuid.uuid4().hex[:8]}"
-    co = CoordinatorChannel(redis_url, exp)
-    co.open(1, {"state": "running"})
-    wk = WorkerChannel(redis_url, exp, "w0.1", 1)
-    yield co, wk
-    co.client.delete(*[k.decode() for k in co.client.smembers(co.key("keys"))], co.key("keys"))
-    co.close()
-    wk.close()
 
 
 def test_events_flow_to_the_coordinator_in_order(channels):

@@ -33,18 +33,6 @@ pytestmark = pytest.mark.integration
 RUNGS = {"min_step": 1, "max_step": 9, "reduction_factor": 3}
 
 
-@pytest.fixture
-def channels(redis_url):
-    exp = f"test-verdict-{uuid.uuid4().hex[:8]}"
-    co = CoordinatorChannel(redis_url, exp)
-    co.open(1, {"state": "running"})
-    wk = WorkerChannel(redis_url, exp, "w0.1", 1)
-    yield co, wk
-    co.client.delete(*[k.decode() for k in co.client.smembers(co.key("keys"))], co.key("keys"))
-    co.close()
-    wk.close()
-
-
 def _answer_next(co: CoordinatorChannel, stop: bool, out: list[dict[str, Any]]) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
