@@ -35,7 +35,7 @@ from maggy_core.records import Origin
 from maggy_core.redis_server import redis_for_experiment
 from maggy_core.results import ResultStore, replay
 from maggy_core.spec import ExperimentSpec
-from maggy_core.storage import open_storage
+from maggy_core.storage import open_storage, storage_options_from_env
 from maggy_core.worker import Launch, spark_task, spark_task_with_fn
 
 if TYPE_CHECKING:
@@ -425,6 +425,7 @@ def run_experiment(
             mode.worker_block(spec),
             # A local folder, or a folder of the store (maggy_core.reporter ships to it).
             checkpoint_dir=store.storage.url_of("checkpoints"),
+            storage_options=None if store.storage.is_local else storage_options_from_env(),
         ).to_json()
         task = (
             functools.partial(spark_task, launch)

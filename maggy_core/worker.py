@@ -32,6 +32,7 @@ from maggy_core.exceptions import EarlyStopException, TrialResultError
 from maggy_core.loading import load_callable
 from maggy_core.modes import mode_named
 from maggy_core.reporter import Checkpoint, Reporter, load_checkpoint
+from maggy_core.storage import OPTIONS_ENV
 
 log = logging.getLogger("maggy.worker")
 
@@ -194,6 +195,13 @@ class Launch:
     mode: str = "search"  # see maggy_core.modes
     block: dict[str, Any] | None = None  # the mode's own JSON (a study's block)
     checkpoint_dir: str | None = None  # <results>/<experiment>/checkpoints, when workers see it
+    # The results store's fsspec options when checkpoints go to a store: executors on a
+    # cluster do not inherit spark-submit's environment, so they come with the launch
+    # (as the Redis URL's credentials do). Holds secrets: never log a Launch.
+    storage_options: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"Launch(experiment_id={self.experiment_id!r}, epoch={self.epoch})"
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -335,5 +343,8 @@ def _spark_worker(
     # a fresh worker and the coordinator can tell it from the one that died.
     # The epoch in the id keeps workers of an earlier coordinator apart.
     launch = Launch.from_json(launch_json)
+    if launch.storage_options and not os.environ.get(OPTIONS_ENV):
+        # This worker process only (maggy_core.reporter opens the store with them).
+        os.environ[OPTIONS_ENV] = json.dumps(launch.storage_options)
     worker_id = f"e{launch.epoch}-w{partition}.{ctx.taskAttemptId() if ctx else 0}"
     return run_worker(launch, worker_id, train_fn)
