@@ -204,22 +204,31 @@ def open_task_tab(driver: Any, server: AirflowServer, run_id: str) -> None:
 
     driver.switch_to.default_content()
     driver.get(f"{server.base_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/{TASK_ID}")
-    tab = wait_for(
-        lambda: [
-            e
-            for e in driver.find_elements(By.CSS_SELECTOR, "a, button")
-            if e.text.strip() == "Maggy experiment"
-        ],
-        90,
-        'the task instance\'s "Maggy experiment" tab',
-    )[0]
-    tab.click()
+    # Airflow's pages re-render while they load: elements are found and read in one
+    # script call (an element found in one call can be gone by the next), and the
+    # click is retried if the tab was replaced in between.
+    find_tab = """
+        return [...document.querySelectorAll('a, button')]
+            .filter(e => e.innerText.trim() === 'Maggy experiment');"""
+
+    def click_tab() -> bool:
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        found = driver.execute_script(find_tab)
+        if not found:
+            return False
+        try:
+            found[0].click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(click_tab, 90, 'the task instance\'s "Maggy experiment" tab')
     frame = wait_for(
-        lambda: [
-            f
-            for f in driver.find_elements(By.TAG_NAME, "iframe")
-            if "/maggy/task/" in (f.get_attribute("src") or "")
-        ],
+        lambda: driver.execute_script(
+            "return [...document.querySelectorAll('iframe')]"
+            ".filter(f => (f.getAttribute('src') || '').includes('/maggy/task/'));"
+        ),
         60,
         "the tab's frame",
     )[0]
