@@ -117,15 +117,21 @@ def test_redis_down_for_a_while_with_no_persistence(tmp_path, seconds):
     check_invariants(out, folder, before)
 
 
-@pytest.mark.usefixtures("local_spark")
-def test_hostile_messages_on_every_stream_and_list(tmp_path, redis_url):
-    exp = f"hostile-{uuid.uuid4().hex[:6]}"
+def _ten_sleeps_two_ended(tmp_path, redis_url, name):
+    """An experiment of 10 sleep trials running in a thread, once two have ended:
+    its id, thread, outcome dict, folder, a Redis client, key prefix and the ended."""
+    exp = f"{name}-{uuid.uuid4().hex[:6]}"
     thread, out = run_in_thread(sleep_spec(exp, 10), redis_url, tmp_path, exp)
     folder = tmp_path / exp
-    client = ch.connect(redis_url)
-    prefix = ch.key_prefix(exp)
     wait_for(lambda: len(ended_trials(folder)) >= 2, 240, "two trials to end")
-    before = ended_trials(folder)
+    return exp, thread, out, folder, ch.connect(redis_url), ch.key_prefix(exp), ended_trials(folder)
+
+
+@pytest.mark.usefixtures("local_spark")
+def test_hostile_messages_on_every_stream_and_list(tmp_path, redis_url):
+    exp, thread, out, folder, client, prefix, before = _ten_sleeps_two_ended(
+        tmp_path, redis_url, "hostile"
+    )
     workers = [w.decode() for w in client.zrange(prefix + "workers", 0, -1)]
     assert workers
     forged = {"v": 1, "worker": workers[0], "epoch": 1, "seq": 10**9}
@@ -382,13 +388,9 @@ def test_hostile_values_in_the_hashes_and_sets_the_engine_reads(tmp_path, redis_
     """Besides streams and lists, the engine reads the ``workers`` heartbeats (a
     sorted set), the ``meta`` hash (epoch, state) and the ``ctl`` stop flags: forged
     or undecodable members and values there are survived too."""
-    exp = f"hostile-sets-{uuid.uuid4().hex[:6]}"
-    thread, out = run_in_thread(sleep_spec(exp, 10), redis_url, tmp_path, exp)
-    folder = tmp_path / exp
-    client = ch.connect(redis_url)
-    prefix = ch.key_prefix(exp)
-    wait_for(lambda: len(ended_trials(folder)) >= 2, 240, "two trials to end")
-    before = ended_trials(folder)
+    exp, thread, out, folder, client, prefix, before = _ten_sleeps_two_ended(
+        tmp_path, redis_url, "hostile-sets"
+    )
     now = time.time()
     client.zadd(
         prefix + "workers",
