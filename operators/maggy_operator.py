@@ -324,6 +324,36 @@ class MaggyOperator(BaseOperator):
             raise AirflowException(f"the Spark application ended without a result: {failure}")
         return self._finish(summary)
 
+    def resume_execution(
+        self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context
+    ) -> Any:
+        """Back from a deferral. When it failed (the trigger's timeout, which follows
+        ``execution_timeout``, or the trigger's error), the detached experiment is
+        asked to stop now instead of when its follower lease runs out; the task then
+        fails as Airflow makes it (``TaskDeferralTimeout``, ``TaskDeferralError``)."""
+        from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
+
+        if next_method == TRIGGER_FAIL_REPR:
+            error = (next_kwargs or {}).get("error", "unknown")
+            self._stop_detached(context, str(getattr(error, "value", error)))
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _stop_detached(self, context: Context, why: str) -> None:
+        from maggy_core.channel import request_experiment_stop
+
+        ti = context["ti"]
+        experiment_id = experiment_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        try:
+            self._resolve_redis()
+            asked = bool(self._redis_url) and request_experiment_stop(
+                self._redis_client(), experiment_id, f"the deferred task failed ({why})"
+            )
+        except Exception as exc:  # the task fails anyway; the lease stops it later
+            self.log.warning("could not ask experiment %s to stop: %s", experiment_id, exc)
+            return
+        if asked:
+            self.log.info("deferral failed (%s): asked experiment %s to stop", why, experiment_id)
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Back from the trigger (deferrable mode)."""
         if event.get("driver_log"):

@@ -34,7 +34,7 @@ from urllib.parse import quote
 import jinja2
 from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from maggy_airflow.operators.links import experiment_id_for
 from maggy_airflow.plugins import _data
@@ -213,6 +213,10 @@ def create_app() -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+
+    @app.exception_handler(_data.ResultsStoreError)
+    async def store_unavailable(request: Request, exc: _data.ResultsStoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     def found(experiment_id: str, who: Access) -> tuple[dict[str, Any], _data.Origin | None]:
         result = _data.load_result(experiment_id)

@@ -46,6 +46,10 @@ STORE_TTL = 30.0
 _store: tuple[float, tuple[str, str | None], Storage] | None = None
 
 
+class ResultsStoreError(Exception):
+    """The configured results store cannot be opened (the message names the setting)."""
+
+
 def results_store() -> Storage:
     """The results root the pages read: ``[maggy] results_dir`` (a local path or
     any fsspec URL) with the storage options of ``[maggy] results_conn_id``. Ended
@@ -57,7 +61,13 @@ def results_store() -> Storage:
     key = (default_results_dir(), settings.results_conn_id())
     now = time.monotonic()
     if _store is None or _store[1] != key or now - _store[0] > STORE_TTL:
-        _store = (now, key, open_storage(key[0], settings.storage_options(key[1])))
+        from maggy_core.storage import StorageError
+
+        try:
+            _store = (now, key, open_storage(key[0], settings.storage_options(key[1])))
+        except (ValueError, StorageError) as exc:
+            # e.g. [maggy] results_conn_id names no connection: say so, not a 500
+            raise ResultsStoreError(f"[maggy] results store: {exc}") from None
     return _store[2]
 
 

@@ -364,6 +364,30 @@ class TestDeferrable:
         event = TestTrigger()._first_event(trigger, timeout=20)
         assert event.payload["status"] == "error" and missing in event.payload["reason"]
 
+    def test_a_deferral_that_times_out_asks_the_experiment_to_stop(self, redis_url, monkeypatch):
+        from types import SimpleNamespace
+
+        from airflow.sdk.exceptions import TaskDeferralTimeout
+
+        from maggy_core.channel import connect, key_prefix
+
+        ti = SimpleNamespace(
+            dag_id="d", task_id="t", run_id=f"r-{uuid.uuid4().hex[:6]}", map_index=-1
+        )
+        experiment_id = experiment_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        client = connect(redis_url)
+        meta = key_prefix(experiment_id) + "meta"
+        client.hset(meta, "state", "running")
+        try:
+            operator = op(config=CONFIG, deferrable=True)
+            operator.redis_conn_id = None
+            monkeypatch.setenv("MAGGY_REDIS_URL", redis_url)
+            with pytest.raises(TaskDeferralTimeout):
+                operator.resume_execution("__fail__", {"error": "Trigger timeout"}, {"ti": ti})
+            assert b"the deferred task failed" in client.hget(meta, "stop_request")
+        finally:
+            client.delete(meta)
+
     def test_the_trigger_keeps_no_password(self):
         trigger = MaggyTrigger("e", "redis://u:secret@h:1/0", redis_conn_id="c")
         _, kwargs = trigger.serialize()

@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -407,6 +408,18 @@ def test_the_json_is_result_json(client, results):
     for key in ("status", "best", "counts", "num_trials", "trials", "spec"):
         assert live[key] == expected[key], key
     assert live["can_edit"] is True  # the admin may stop experiments started outside Airflow
+
+
+def test_a_results_connection_that_does_not_exist_is_named_not_a_500(client, results, monkeypatch):
+    from maggy_airflow.plugins import _data
+
+    missing = f"no_such_store_{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("MAGGY_RESULTS_DIR", "s3://bucket/results")
+    monkeypatch.setenv("AIRFLOW__MAGGY__RESULTS_CONN_ID", missing)
+    monkeypatch.setattr(_data, "_store", None)
+    reply = client.get("/api/experiments")
+    assert reply.status_code == 503
+    assert missing in reply.json()["detail"] and "results_conn_id" in reply.json()["detail"]
 
 
 def test_static_files_are_the_bundled_ones(client):
