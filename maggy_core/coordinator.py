@@ -103,7 +103,7 @@ class Coordinator:
         self.optimizer = optimizer
         self.rule = stopping_rule
         # Where workers wait for the rule's verdict (a rule without ``asks``: nowhere).
-        self._asks = stopping_rule.asks() if hasattr(stopping_rule, "asks") else None
+        self._asks = stopping_rule.asks() if stopping_rule is not None else None
         self.epoch = epoch
         self.seed = spec.seed if seed is None else seed
         self.origin = origin or Origin()
@@ -244,8 +244,8 @@ class Coordinator:
             self._end("finished", "")
 
     def _batched(self) -> contextlib.AbstractContextManager[None]:
-        batched = getattr(self.channel, "batched", None)  # a channel without it: as is
-        return batched() if batched is not None else contextlib.nullcontext()
+        # No channel: a coordinator that only writes results (the plugin's tests).
+        return self.channel.batched() if self.channel is not None else contextlib.nullcontext()
 
     def _handle(self, msg: dict[str, Any]) -> None:
         if msg["epoch"] != self.epoch:

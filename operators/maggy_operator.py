@@ -339,20 +339,30 @@ class MaggyOperator(BaseOperator):
         return super().resume_execution(next_method, next_kwargs, context)
 
     def _stop_detached(self, context: Context, why: str) -> None:
-        from maggy_core.channel import request_experiment_stop
-
         ti = context["ti"]
-        experiment_id = experiment_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        self._experiment_id = experiment_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
         try:
             self._resolve_redis()
-            asked = bool(self._redis_url) and request_experiment_stop(
-                self._redis_client(), experiment_id, f"the deferred task failed ({why})"
-            )
         except Exception as exc:  # the task fails anyway; the lease stops it later
-            self.log.warning("could not ask experiment %s to stop: %s", experiment_id, exc)
+            self.log.warning("could not ask experiment %s to stop: %s", self._experiment_id, exc)
             return
-        if asked:
-            self.log.info("deferral failed (%s): asked experiment %s to stop", why, experiment_id)
+        if self._ask_stop(f"the deferred task failed ({why})"):
+            self.log.info(
+                "deferral failed (%s): asked experiment %s to stop", why, self._experiment_id
+            )
+
+    def _ask_stop(self, reason: str) -> bool:
+        """Ask this task's experiment to stop through Redis; False when it could not
+        be asked (no Redis, or the experiment is not running)."""
+        if not (self._experiment_id and self._redis_url):
+            return False
+        from maggy_core.channel import request_experiment_stop
+
+        try:
+            return request_experiment_stop(self._redis_client(), self._experiment_id, reason)
+        except Exception as exc:  # the follower lease stops it later
+            self.log.warning("could not ask experiment %s to stop: %s", self._experiment_id, exc)
+            return False
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Back from the trigger (deferrable mode)."""
@@ -739,13 +749,7 @@ class MaggyOperator(BaseOperator):
         already, spark-submit and whatever is left under it are killed.
         """
         hook = self._hook
-        if self._experiment_id and self._redis_url:
-            from maggy_core.channel import request_experiment_stop
-
-            with contextlib.suppress(Exception):
-                request_experiment_stop(
-                    self._redis_client(), self._experiment_id, "the Airflow task was killed"
-                )
+        self._ask_stop("the Airflow task was killed")
         proc = getattr(hook, "_submit_sp", None) if hook else None
         if proc is None or proc.poll() is not None:
             return
