@@ -10,6 +10,10 @@ continues from the checkpoint its previous rung's trial saved: the trial's info
 names that trial (``checkpoint``), and the training function receives its
 checkpoint as the argument ``checkpoint`` (``None`` if it saved none), so a
 promotion costs only the added budget when the function resumes from it.
+
+New configurations are drawn at random, or with ``sampler: tpe`` proposed by Optuna's
+TPE from every configuration's rungs so far (BOHB's idea: a model proposes, successive
+halving decides; here with promotions that continue from their checkpoints).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from maggy_core.searchspace import Searchspace
 from maggy_core.trial import FrozenTrial, TrialStatus
 
 _DEFAULTS = {"resource_min": 1, "resource_max": 27, "reduction_factor": 3}
+#: Where new configurations come from (the option ``sampler``).
+SAMPLERS = ("random", "tpe")
 
 
 def _is_number(value: Any) -> bool:
@@ -62,10 +68,26 @@ class ASHA(Optimizer):
         resource_max: Largest budget (> resource_min, default 27).
         reduction_factor: Keep the top 1/reduction_factor of a rung (> 1, default 3).
         brackets: Number of Hyperband brackets (1 .. number of rungs, default 1).
+        sampler: Where new configurations come from: ``random`` (default) or ``tpe``.
+            With ``tpe``, each new configuration is Optuna's ``TPESampler``'s proposal
+            given every configuration so far as one trial: COMPLETE with its value at
+            the largest budget if it got there, else PRUNED with its value at each rung
+            it reached (TPE ranks those by the highest rung, then the value: the
+            furthest-promoted configurations are its good ones), RUNNING while its
+            first trial runs (so parallel proposals spread out).
+        sampler_options: Options of ``TPESampler`` (those of the ``tpe`` optimiser:
+            ``n_startup_trials``, ``multivariate``, ``constant_liar``, ...).
     """
 
     name = "asha"
-    option_names = ("resource_min", "resource_max", "reduction_factor", "brackets")
+    option_names = (
+        "resource_min",
+        "resource_max",
+        "reduction_factor",
+        "brackets",
+        "sampler",
+        "sampler_options",
+    )
 
     def setup(self) -> None:
         opts = {**_DEFAULTS, **self.options}
@@ -75,6 +97,17 @@ class ASHA(Optimizer):
         self.eta = float(opts["reduction_factor"])
         self.brackets = int(opts.get("brackets", self._default_brackets()))
         self.sign = 1.0 if self.direction == "max" else -1.0
+        self._proposer: Any = None
+        if opts.get("sampler", "random") == "tpe":
+            from maggy_core.optimizers._optuna import TPESearch
+
+            self._proposer = TPESearch(
+                self.searchspace,
+                num_trials=1,
+                direction=self.direction,
+                seed=self._seed,
+                **dict(opts.get("sampler_options") or {}),
+            )
         self._reset()
 
     def _default_brackets(self) -> int:
@@ -121,6 +154,7 @@ class ASHA(Optimizer):
             problems.append(
                 ("optimizer.options.reduction_factor", f"must be a number > 1, got {eta!r}")
             )
+        problems += _check_sampler(searchspace, options)
         if "brackets" in options and not problems:
             rungs = len(_budgets(low, high, eta))
             b = options["brackets"]
@@ -150,13 +184,50 @@ class ASHA(Optimizer):
             config = len(self.configs)
             bracket = config % self.brackets
             rung = bracket
-            rng = random.Random(f"{self._seed}/asha/{config}")
-            self.configs.append(self.searchspace.sample(rng))
+            self.configs.append(self._new_config(config))
         self.count += 1
         self.pending += 1
         self.history.append([bracket, rung, config, None, False])
         info.update(bracket=bracket, rung=rung, config=config)
         return Suggestion(dict(self.configs[config]), budget=self.budgets[rung], info=info)
+
+    def _new_config(self, config: int) -> dict[str, Any]:
+        """Configuration number ``config``: random, or TPE's proposal given the rest."""
+        if self._proposer is None:
+            return self.searchspace.sample(random.Random(f"{self._seed}/asha/{config}"))
+        from maggy_core.optimizers._optuna import _Record
+
+        # One trial per configuration, rebuilt for every new one (O(configurations)
+        # per new configuration; promotions ask nothing). A configuration's state
+        # changes as it climbs the rungs, which a study's finished trial cannot.
+        # A configuration a resume found no trial for ({}) is left out.
+        records = [
+            _Record(params=dict(c), info={}, **self._config_outcome(i))
+            for i, c in enumerate(self.configs)
+            if c
+        ]
+        self._proposer._rebuild(records)
+        self._proposer._count = 0
+        suggestion = self._proposer.suggest()
+        if not isinstance(suggestion, Suggestion):  # pragma: no cover - count reset above
+            raise RuntimeError(f"TPE answered {suggestion!r} for a new configuration")
+        return dict(suggestion.params)
+
+    def _config_outcome(self, config: int) -> dict[str, Any]:
+        """Configuration ``config`` as a trial for TPE: its state, value and rungs."""
+        bracket = config % self.brackets
+        top = len(self.budgets) - 1
+        history = [
+            (rung, self.sign * self.results[bracket][rung][config])
+            for rung in range(bracket, top + 1)
+            if config in self.results[bracket][rung]
+        ]
+        if history and history[-1][0] == top:
+            return {"state": "complete", "value": history[-1][1]}
+        if history:
+            return {"state": "pruned", "value": history[-1][1], "history": history}
+        running = any(r[2] == config and not r[4] for r in self.history)
+        return {"state": "running" if running else "fail"}
 
     def _promotion(self) -> tuple[int, int, int] | None:
         """The (bracket, next rung, config) to promote, highest rung first."""
@@ -219,6 +290,28 @@ class Hyperband(ASHA):
 
     def _default_brackets(self) -> int:
         return len(self.budgets)
+
+
+def _check_sampler(searchspace: Searchspace, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems with the options ``sampler`` and ``sampler_options``."""
+    where = "optimizer.options"
+    sampler = options.get("sampler", "random")
+    if sampler not in SAMPLERS:
+        return [(f"{where}.sampler", f"must be one of {', '.join(SAMPLERS)}, got {sampler!r}")]
+    sampler_options = options.get("sampler_options")
+    if sampler_options is None:
+        return []
+    if not isinstance(sampler_options, Mapping):
+        return [(f"{where}.sampler_options", f"must be a mapping, got {sampler_options!r}")]
+    if sampler != "tpe":
+        return [(f"{where}.sampler_options", "applies only with sampler: tpe")]
+    from maggy_core.optimizers._optuna import TPESearch
+
+    return [
+        (field.replace(f"{where}.", f"{where}.sampler_options.", 1), message)
+        for field, message in TPESearch.check(searchspace, sampler_options)
+        if field != "searchspace"  # said once, by ASHA's own check
+    ]
 
 
 def _budgets(low: float, high: float, eta: float) -> list[float]:

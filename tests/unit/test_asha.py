@@ -148,6 +148,17 @@ def test_hyperband_brackets_start_higher() -> None:
         ({"reduction_factor": "3"}, "optimizer.options.reduction_factor"),
         ({"brackets": 4}, "optimizer.options.brackets"),
         ({"eta": 3}, "optimizer.options.eta"),
+        ({"sampler": "gp"}, "optimizer.options.sampler"),
+        ({"sampler_options": {"multivariate": True}}, "optimizer.options.sampler_options"),
+        ({"sampler": "tpe", "sampler_options": [1]}, "optimizer.options.sampler_options"),
+        (
+            {"sampler": "tpe", "sampler_options": {"n_startup": 3}},
+            "optimizer.options.sampler_options.n_startup",
+        ),
+        (
+            {"sampler": "tpe", "sampler_options": {"seed": 3}},
+            "optimizer.options.sampler_options.seed",
+        ),
     ],
 )
 def test_bad_options_name_the_field(options: dict[str, object], field: str) -> None:
@@ -161,3 +172,81 @@ def test_a_hyperparameter_called_budget_is_refused() -> None:
         get_optimizer(
             "asha", Searchspace(budget=("INTEGER", [1, 3])), num_trials=3, direction="max", seed=1
         )
+
+
+def _run_sequentially(opt: ASHA, value, rounds: int) -> list[Suggestion]:
+    """One worker: every suggestion runs and ends with ``value(params, budget)``."""
+    out = []
+    for i in range(rounds):
+        s = opt.suggest()
+        if not isinstance(s, Suggestion):
+            break
+        out.append(s)
+        metric = value(s.params, s.budget)
+        opt.observe(
+            FrozenTrial(f"t{i:04d}", s.params, TrialStatus.FINISHED, metric, (), s.budget, s.info)
+        )
+    return out
+
+
+@pytest.mark.parametrize("direction", ["max", "min"])
+def test_the_tpe_sampler_proposes_near_the_configurations_that_climbed_the_rungs(
+    direction: str,
+) -> None:
+    # The best x is 0.8 whatever the budget; TPE's new configurations should be
+    # nearer to it than random ones after its 10 random start-up configurations.
+    sign = 1.0 if direction == "max" else -1.0
+
+    def value(params: dict[str, float], budget: float) -> float:
+        return sign * (budget / 9 - (params["x"] - 0.8) ** 2)
+
+    def late_distance(sampler: str) -> float:
+        opt = asha(direction, num_trials=40, sampler=sampler)
+        suggestions = _run_sequentially(opt, value, 200)
+        new = [s.params["x"] for s in suggestions if s.info["rung"] == 0][20:]
+        assert len(new) == 20
+        return sorted(abs(x - 0.8) for x in new)[10]
+
+    tpe, rand = late_distance("tpe"), late_distance("random")
+    assert tpe < 0.5 * rand, (tpe, rand)
+
+
+def test_the_tpe_sampler_sees_rungs_as_optuna_trials() -> None:
+    opt = asha(sampler="tpe", resource_max=3)  # rungs 1 and 3
+    first = [take(opt) for _ in range(4)]
+    for i, s in enumerate(first[:3]):
+        end(opt, s, float(i))
+    promoted = take(opt)  # config 2 to the top rung
+    assert (promoted.info["config"], promoted.info["rung"]) == (2, 1)
+    assert opt._config_outcome(2) == {"state": "pruned", "value": 2.0, "history": [(0, 2.0)]}
+    end(opt, promoted, 7.0)
+    assert opt._config_outcome(2) == {"state": "complete", "value": 7.0}
+    assert opt._config_outcome(1) == {"state": "pruned", "value": 1.0, "history": [(0, 1.0)]}
+    assert opt._config_outcome(3) == {"state": "running"}  # its first trial runs
+    end(opt, first[3], None, TrialStatus.FAILED)
+    assert opt._config_outcome(3) == {"state": "fail"}
+
+
+def test_a_resumed_tpe_search_proposes_what_the_uninterrupted_one_does() -> None:
+    def value(params: dict[str, float], budget: float) -> float:
+        return budget / 9 - (params["x"] - 0.3) ** 2
+
+    whole = asha(num_trials=30, sampler="tpe")
+    done = _run_sequentially(whole, value, 25)
+    trials = [
+        FrozenTrial(
+            f"t{i:04d}",
+            s.params,
+            TrialStatus.FINISHED,
+            value(s.params, s.budget),
+            (),
+            s.budget,
+            s.info,
+        )
+        for i, s in enumerate(done)
+    ]
+    resumed = asha(num_trials=30, sampler="tpe")
+    resumed.resume(trials)
+    nxt_whole, nxt_resumed = take(whole), take(resumed)
+    assert nxt_resumed.params == nxt_whole.params
+    assert nxt_resumed.info == nxt_whole.info
