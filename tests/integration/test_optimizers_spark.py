@@ -22,9 +22,13 @@ def run(spec: dict, redis_url, tmp_path):
     return run_experiment(s, redis_url=redis_url, results_dir=tmp_path)
 
 
-@pytest.mark.parametrize("direction", ["max", "min"])
-def test_asha_promotes_as_its_rungs_say_and_promotions_continue(redis_url, tmp_path, direction):
+@pytest.mark.parametrize(("direction", "sampler"), [("max", "random"), ("min", "tpe")])
+def test_asha_promotes_as_its_rungs_say_and_promotions_continue(
+    redis_url, tmp_path, direction, sampler
+):
     # quality = 1 / (1 + x^2): for "min" the metric is negated by the objective below.
+    # Where new configurations come from (random, or TPE's proposals) changes nothing
+    # of the rungs' rule.
     result = run(
         {
             "name": f"asha-{direction}",
@@ -32,7 +36,13 @@ def test_asha_promotes_as_its_rungs_say_and_promotions_continue(redis_url, tmp_p
             "searchspace": {"x": ["DOUBLE", [-3.0, 3.0]]},
             "optimizer": {
                 "name": "asha",
-                "options": {"resource_min": 1, "resource_max": 9, "reduction_factor": 3},
+                "options": {
+                    "resource_min": 1,
+                    "resource_max": 9,
+                    "reduction_factor": 3,
+                    "sampler": sampler,
+                    **({"sampler_options": {"n_startup_trials": 5}} if sampler == "tpe" else {}),
+                },
             },
             "num_trials": 15,  # configurations: promotions come on top
             "direction": direction,
