@@ -335,7 +335,13 @@ def print_runs(runs: list[dict[str, Any]]) -> None:
 
 
 def ratio_or_none(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
+    """``a / b`` for medians where ``None`` is "never": a finite median against a
+    reference whose median is "never" is 0 (faster than any multiple of it)."""
+    if a is None:
+        return None
+    if b is None:
+        return 0.0
+    return a / b if b else None
 
 
 def print_summary(summary: dict[str, dict[str, Any]]) -> None:
@@ -345,7 +351,7 @@ def print_summary(summary: dict[str, dict[str, Any]]) -> None:
             f"{s['reached']}/{s['runs']}",
             fmt(s["t95_s"], ".2f", "never"),
             fmt(s["t95_all_s"], ".2f", "never"),
-            fmt(s["t95_ratio"]),
+            "0 (Optuna: never)" if s["t95_ratio"] == 0.0 else fmt(s["t95_ratio"]),
             fmt(s["t95_seed_ratio"]),
             s["failed_where_reference_reached"],
             fmt(s["best_metric"], ".4f"),
@@ -386,12 +392,18 @@ def verdict(summary: dict[str, dict[str, Any]]) -> tuple[str, bool | None]:
         return f"target ({target}): needs {REFERENCE} and a maggy method that reached it", None
     clean = {m: s for m, s in candidates.items() if s["failed_where_reference_reached"] == 0}
     pool = clean or candidates
-    best = min(pool, key=lambda m: pool[m]["t95_ratio"])
+    best = min(pool, key=lambda m: (pool[m]["t95_ratio"], pool[m]["t95_all_s"] or math.inf))
     s = pool[best]
     met = bool(clean) and s["t95_ratio"] <= 0.7
     word = "MET" if met else "NOT MET"
     return (
-        f"verdict: {word} -- {target}: best is {best}, x{s['t95_ratio']:.2f} of Optuna's time "
+        f"verdict: {word} -- {target}: best is {best}, "
+        + (
+            "x0 of Optuna's time (Optuna's median is 'never')"
+            if s["t95_ratio"] == 0.0
+            else f"x{s['t95_ratio']:.2f} of Optuna's time"
+        )
+        + " "
         f"(median of the per-seed ratios: {fmt(s['t95_seed_ratio'])}), "
         f"failed where Optuna reached it in {s['failed_where_reference_reached']} seeds",
         met,
