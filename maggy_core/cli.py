@@ -156,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             experiment_id=args.experiment_id,
             follower_lease=args.follower_lease,
             origin=_origin(args.origin),
+            # This process ends after the run: its JVM exits while the result is written.
+            end_jvm=True,
         )
     except SpecError as exc:
         print(f"maggy: {exc}", file=sys.stderr)
