@@ -29,6 +29,7 @@ from maggy_core.channel import CoordinatorChannel
 from maggy_core.coordinator import Coordinator
 from maggy_core.exceptions import SpecError
 from maggy_core.jvm_archive import DriverArchive, end_gateway
+from maggy_core.jvm_launch import DirectLaunch, connect_gateway, start_jvm
 from maggy_core.loading import load_callable
 from maggy_core.modes import mode_of, stopping_rule
 from maggy_core.records import Origin
@@ -131,10 +132,8 @@ class SparkStart:
     ) -> None:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        from pyspark import SparkConf, SparkContext
-
-        self._sc_class = SparkContext
-        self.active = SparkContext._active_spark_context
+        # Unix times of the start-up steps, for the result's ``timeline``.
+        self.marks: dict[str, float] = {"spark_start": time.time()}
         self.archive: DriverArchive | None = None
         self._gateway: Any = None
         self._error: BaseException | None = None
@@ -142,13 +141,53 @@ class SparkStart:
         self._made = False
         self._end_jvm = end_jvm
         self._ending: Any = None  # the JVM's process once told to exit (end_jvm)
-        # Unix times of the start-up steps, for the result's ``timeline``.
-        self.marks: dict[str, float] = {"spark_start": time.time()}
+        self._proc: Any = None  # a JVM started directly (maggy_core/jvm_launch.py)
+        self._conn_info = ""
+        # The JVM first, when this process launches it and Spark's launcher can be
+        # skipped: it starts while pyspark is imported below (0.2-0.3 s).
+        known = getattr(sys.modules.get("pyspark.context"), "SparkContext", None)
+        settings = _Settings()
+        if (known is None or known._gateway is None) and not os.environ.get("PYSPARK_GATEWAY_PORT"):
+            self._settle(settings, master, app_name, conf, launches_jvm=True)
+            direct = DirectLaunch(settings.values)
+            if direct.command is not None:
+                try:
+                    self._proc, self._conn_info = start_jvm(direct)
+                except OSError as exc:  # spark-submit says what is wrong
+                    log.debug("could not start the driver JVM directly: %s", exc)
+        from pyspark import SparkConf, SparkContext
+
+        self._sc_class = SparkContext
+        self.active = SparkContext._active_spark_context
         if self.active is not None:
             return
         # Under spark-submit, SparkConf() holds what spark-submit was given; those
         # settings and the caller's win over our defaults.
-        self.conf = spark_conf = SparkConf().setAll(list((conf or {}).items()))
+        launches_jvm = SparkContext._gateway is None and not os.environ.get("PYSPARK_GATEWAY_PORT")
+        if self._proc is not None:
+            # No JVM before this one: SparkConf() is empty, as settings was.
+            self.conf = SparkConf().setAll(list(settings.values.items()))
+        else:
+            self.conf = SparkConf()
+            self._settle(self.conf, master, app_name, conf, launches_jvm=launches_jvm)
+        _lazy_numpy_converters()  # before the first call into the JVM
+        if launches_jvm:
+            target = self._connect if self._proc is not None else self._launch
+            self._thread = threading.Thread(target=target, name="maggy-jvm-launch", daemon=True)
+            self._thread.start()
+
+    def _settle(
+        self,
+        spark_conf: Any,
+        master: str | None,
+        app_name: str,
+        conf: Mapping[str, str] | None,
+        *,
+        launches_jvm: bool,
+    ) -> None:
+        """Fill ``spark_conf`` (a SparkConf, or :class:`_Settings` before pyspark is
+        imported): the caller's settings, the master, then maggy's defaults."""
+        spark_conf.setAll(list((conf or {}).items()))
         if master:
             spark_conf.setMaster(master)
         spark_conf.setIfMissing("spark.app.name", app_name)
@@ -160,28 +199,30 @@ class SparkStart:
             # Start the workers' job only once the executors are there, so the W tasks
             # spread over them rather than queueing on the first executor to arrive.
             defaults.update(CLUSTER_SPARK_CONF)
-        launches_jvm = SparkContext._gateway is None and not os.environ.get("PYSPARK_GATEWAY_PORT")
         if launches_jvm and not spark_conf.contains("spark.driver.extraJavaOptions"):
             # A JVM this process launches, with our options: its classes can come from
             # (or go into) the class-data archive (see maggy_core/jvm_archive.py).
             options = DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"]
-            self.archive = DriverArchive(options)
+            if self.archive is None:
+                self.archive = DriverArchive(options)
             with_archive = f"{options} {self.archive.java_option()}".strip()
             spark_conf.set("spark.driver.extraJavaOptions", with_archive)
         for key, value in defaults.items():
             spark_conf.setIfMissing(key, value)
-        _lazy_numpy_converters()  # before the first call into the JVM
-        if launches_jvm:
-            self._thread = threading.Thread(
-                target=self._launch, name="maggy-jvm-launch", daemon=True
-            )
-            self._thread.start()
 
     def _launch(self) -> None:
         from pyspark.java_gateway import launch_gateway
 
         try:
             self._gateway = launch_gateway(self.conf)
+            self.marks["jvm_ready"] = time.time()
+        except BaseException as exc:  # raised in the caller's thread by context()
+            self._error = exc
+
+    def _connect(self) -> None:
+        """Connect to the JVM started directly, once it is up."""
+        try:
+            self._gateway = connect_gateway(self._proc, self._conn_info)
             self.marks["jvm_ready"] = time.time()
         except BaseException as exc:  # raised in the caller's thread by context()
             self._error = exc
@@ -256,6 +297,36 @@ class SparkStart:
         self._thread.join()
         if self._gateway is not None:
             end_gateway(self._gateway, 30.0)
+        elif self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()  # started, but py4j never connected to it
+            self._proc.wait()
+
+
+class _Settings:
+    """Spark settings before pyspark is imported: the few SparkConf methods that
+    :meth:`SparkStart._settle` uses, on a dict."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def setAll(self, pairs: list[tuple[str, str]]) -> _Settings:  # noqa: N802 (SparkConf's)
+        self.values.update(pairs)
+        return self
+
+    def setMaster(self, value: str) -> None:  # noqa: N802
+        self.values["spark.master"] = value
+
+    def setIfMissing(self, key: str, value: str) -> None:  # noqa: N802
+        self.values.setdefault(key, value)
+
+    def set(self, key: str, value: str) -> None:
+        self.values[key] = value
+
+    def get(self, key: str, default: str) -> str:
+        return self.values.get(key, default)
+
+    def contains(self, key: str) -> bool:
+        return key in self.values
 
 
 @contextmanager
