@@ -28,3 +28,25 @@ def test_the_daemon_module_starts_no_os_threads_either():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "False"]
+
+
+def test_the_daemon_skips_opentelemetrys_sdk_in_redis_and_leaves_it_importable():
+    # redis-py imports OpenTelemetry's metrics SDK (0.09 s) only to learn whether it
+    # could export metrics that maggy never turns on.
+    code = (
+        "import sys\n"
+        "import maggy_core.spark_daemon\n"
+        "import redis.observability.providers as providers\n"
+        "skipped = 'opentelemetry.sdk.metrics' not in sys.modules\n"
+        "try:\n"
+        "    import opentelemetry.sdk.metrics\n"
+        "    importable = True\n"
+        "except ImportError:\n"
+        "    importable = None\n"
+        "print(skipped, providers.OTEL_AVAILABLE, importable)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    skipped, available, importable = out.stdout.split()
+    assert (skipped, available) == ("True", "False")
+    assert importable in ("True", "None")  # None: OpenTelemetry is not installed here
