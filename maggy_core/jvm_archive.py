@@ -82,10 +82,14 @@ def spark_home() -> str | None:
     if spec is None or spec.origin is None:
         return None
     folder = os.path.dirname(spec.origin)
-    if os.path.isfile(os.path.join(folder, "bin", "spark-submit")) and os.path.isdir(
-        os.path.join(folder, "jars")
-    ):
-        return folder
+    # pyspark's own order (pyspark.find_spark_home): a Spark it downloaded at install
+    # (PYSPARK_HADOOP_VERSION), then the package's folder.
+    for home in (os.path.join(folder, "spark-distribution"), folder):
+        if os.path.isfile(os.path.join(home, "bin", "spark-submit")) and (
+            os.path.isdir(os.path.join(home, "jars"))
+            or os.path.isdir(os.path.join(home, "assembly"))
+        ):
+            return home
     return None
 
 

@@ -93,3 +93,33 @@ def test_a_first_run_that_writes_the_class_archive_keeps_no_command(cache: Path)
     launch = DirectLaunch({**CONF, "spark.driver.extraJavaOptions": options})
     assert launch.command is not None
     assert not list(cache.glob("launch-*.json"))
+
+
+def test_spark_home_is_found_as_pyspark_finds_it_without_importing_pyspark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("SPARK_HOME", raising=False)
+    code = (
+        "import os, sys\n"
+        "from maggy_core.jvm_archive import archive_name, spark_home\n"
+        "from maggy_core.jvm_launch import DirectLaunch\n"
+        "name = archive_name('-XX:TieredStopAtLevel=1')\n"
+        "print('pyspark' in sys.modules, name is not None)\n"
+        "print(os.path.realpath(spark_home()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_HOME"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    first, home = out.stdout.splitlines()
+    # The JVM starts before the driver imports pyspark (0.2-0.3 s): nothing on the
+    # way to it may import pyspark.
+    assert first == "False True"
+    from pyspark.find_spark_home import _find_spark_home
+
+    assert home == os.path.realpath(_find_spark_home())
