@@ -13,8 +13,8 @@ once and share those pages with the daemon. Spark uses it through
 ``spark.python.daemon.module=maggy_core.spark_daemon`` (the runner's default).
 
 These imports are on every experiment's critical path (Spark starts the daemon with
-the workers' job): 0.6 s of CPU (0.8 s before pyspark came from its installed
-package instead of Spark's zip, see below), of which ``pyspark.worker`` (``pyspark`` imports
+the workers' job): 0.6 s of CPU (0.8 s when pyspark came from Spark's zip, see
+:func:`_installed_instead_of_zips`), of which ``pyspark.worker`` (``pyspark`` imports
 ``pyspark.sql``) takes 0.28 s and ``redis`` 0.34 s. A third of the latter is
 OpenTelemetry's metrics SDK, which redis-py imports only to learn whether its own
 metrics could be exported (``redis.observability.providers``; they are off unless
