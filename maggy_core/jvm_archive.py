@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import logging
 import os
 import shutil
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +68,45 @@ def _java_binary() -> str | None:
     return os.path.realpath(java) if java and os.path.exists(java) else None
 
 
-def _spark_home() -> str | None:
+def spark_home() -> str | None:
+    """Spark's home as pyspark finds it (``SPARK_HOME``, else the pip-installed pyspark
+    package's folder), without importing pyspark (0.2-0.3 s: the JVM starts while
+    the driver imports it, see :mod:`maggy_core.jvm_launch`)."""
+    home = os.environ.get("SPARK_HOME")
+    if home:
+        return home
     try:
-        from pyspark.find_spark_home import _find_spark_home
-
-        return os.path.realpath(_find_spark_home())
-    except Exception:  # no Spark to find: nothing to archive
+        spec = find_spec("pyspark")
+    except (ImportError, ValueError):
         return None
+    if spec is None or spec.origin is None:
+        return None
+    folder = os.path.dirname(spec.origin)
+    # pyspark's own order (pyspark.find_spark_home): a Spark it downloaded at install
+    # (PYSPARK_HADOOP_VERSION), then the package's folder.
+    for home in (os.path.join(folder, "spark-distribution"), folder):
+        if os.path.isfile(os.path.join(home, "bin", "spark-submit")) and (
+            os.path.isdir(os.path.join(home, "jars"))
+            or os.path.isdir(os.path.join(home, "assembly"))
+        ):
+            return home
+    return None
+
+
+def _spark_home() -> str | None:
+    home = spark_home()
+    return os.path.realpath(home) if home else None  # None: nothing to archive
+
+
+def _pyspark_version() -> str | None:
+    try:
+        return importlib.metadata.version("pyspark")
+    except importlib.metadata.PackageNotFoundError:  # not pip-installed
+        with contextlib.suppress(Exception):
+            import pyspark
+
+            return str(pyspark.__version__)
+    return None
 
 
 def archive_name(java_options: str) -> str | None:
@@ -86,10 +120,9 @@ def archive_name(java_options: str) -> str | None:
         with contextlib.suppress(OSError):
             st = os.stat(path)
             parts.append(f"{st.st_size}:{st.st_mtime_ns}")
-    with contextlib.suppress(Exception):
-        import pyspark
-
-        parts.append(pyspark.__version__)
+    version = _pyspark_version()
+    if version is not None:
+        parts.append(version)
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
     return f"spark-driver-{digest}.jsa"
 

@@ -95,3 +95,32 @@ def test_show_prints_a_result(tmp_path, capsys):
     assert "experiment e1: finished" in out and "best: t0000 acc=0.5" in out
     assert out.index("t0000") < out.index("t0001")  # the finished trial ranks first
     assert main(["show", str(tmp_path / "missing")]) == 1
+
+
+def test_run_skips_the_last_garbage_collection_at_exit(tmp_path, capsys, monkeypatch):
+    import atexit
+    import gc
+
+    import maggy_core.runner
+
+    def fake_run(spec, **kwargs):
+        assert kwargs["end_jvm"] is True  # this process needs no JVM after the run
+        return {
+            "experiment_id": "x",
+            "status": "finished",
+            "reason": None,
+            "optimization_key": "metric",
+            "direction": "max",
+            "num_trials": 0,
+            "counts": {"finished": 0, "early_stopped": 0, "failed": 0},
+            "duration": 0.0,
+            "best": None,
+            "results_dir": str(tmp_path),
+            "trials": [],
+        }
+
+    registered = []
+    monkeypatch.setattr(maggy_core.runner, "run_experiment", fake_run)
+    monkeypatch.setattr(atexit, "register", lambda fn, *a, **k: registered.append(fn))
+    assert main(["run", write(tmp_path, GOOD), "-q"]) == EXIT_OK
+    assert gc.freeze in registered
