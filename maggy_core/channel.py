@@ -244,7 +244,7 @@ def connect(url: str, password: str | None = None):  # -> redis.Redis
         password: redis-py's AuthenticationError is a ConnectionError, and a wrong
         password was retried for minutes before the error reached anyone."""
 
-        def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):  # type: ignore[no-untyped-def, override]
+        def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
             def retryable(error: Exception) -> bool:
                 if isinstance(error, redis.AuthenticationError):
                     return False

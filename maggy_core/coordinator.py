@@ -300,10 +300,10 @@ class Coordinator:
             and trial.worker == worker.worker_id
             and trial.status is TrialStatus.RUNNING
         )
-        if live:
+        if trial is not None and live:
             worker.seq = msg["seq"]
             self._on_metric(trial, worker, msg["step"], float(msg["value"]))
-        stop = not live or self.table.stop_pending(trial)
+        stop = trial is None or not live or self.table.stop_pending(trial)
         self.channel.verdict(worker.worker_id, msg["trial"], msg["attempt"], msg["step"], stop)
 
     def _on_metric(self, trial: TrialRecord, worker: Worker, step: int, value: float) -> None:

@@ -56,6 +56,9 @@ ENV_PREFIXES = ("SPARK_", "HADOOP_", "YARN_", "JAVA_", "_JAVA_", "JDK_")
 ENV_NAMES = ("LD_LIBRARY_PATH", "PYSPARK_SUBMIT_ARGS", "MASTER")
 #: Seconds between two looks for the JVM's connection file (pyspark: 0.1).
 POLL = 0.005
+#: Settings whose values are secrets (Spark's own ``spark.redaction.regex``): a
+#: command that holds one is used once and not kept on disk.
+SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]key")
 
 
 def java_binary() -> str | None:
@@ -120,8 +123,14 @@ class DirectLaunch:
                 self.why_not = "the launcher failed"
                 return
             # Not a JVM that writes the class-data archive: its option names a file
-            # of this process, so the entry would never be used again.
-            if kept is not None and not any("ArchiveClassesAtExit" in a for a in args):
+            # of this process, so the entry would never be used again. Not one
+            # whose settings hold a secret either: it would stay in the cache.
+            secret = any(SECRET_KEY.search(key) for key in conf)
+            if (
+                kept is not None
+                and not secret
+                and not any("ArchiveClassesAtExit" in a for a in args)
+            ):
                 _keep(kept, command)
         app = f"spark.app.name={conf.get('spark.app.name', 'pyspark-shell')}"
         self.command = [app if part == APP_NAME_SLOT else part for part in command]
@@ -172,11 +181,14 @@ def _read_kept(path: Path) -> list[str] | None:
 
 
 def _keep(path: Path, command: list[str]) -> None:
-    """Write the entry to a file of its own, then rename it into place."""
+    """Write the entry to a file of its own (readable by this user only: the command
+    holds the settings), then rename it into place."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"command": command}), encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps({"command": command}))
         os.replace(tmp, path)
 
 

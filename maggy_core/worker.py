@@ -150,7 +150,7 @@ def preload(fn: Callable[..., Any]) -> float:
         try:
             hook()
         except Exception as exc:
-            log.warning("%s.%s failed: %s", module.__name__, PRELOAD_HOOK, exc)
+            log.warning("%s.%s failed: %s", getattr(module, "__name__", "?"), PRELOAD_HOOK, exc)
     took = time.perf_counter() - t0
     if took > 0.5:
         log.info("preloaded %s in %.1f s", getattr(module, "__name__", "?"), took)

@@ -123,3 +123,14 @@ def test_spark_home_is_found_as_pyspark_finds_it_without_importing_pyspark(
     from pyspark.find_spark_home import _find_spark_home
 
     assert home == os.path.realpath(_find_spark_home())
+
+
+def test_a_command_with_a_secret_setting_is_used_but_not_kept(cache: Path) -> None:
+    secret = {**CONF, "spark.hadoop.fs.s3a.secret.key": "do-not-keep-me"}
+    launch = DirectLaunch(secret)
+    assert launch.command is not None, launch.why_not
+    assert list(cache.glob("launch-*.json")) == []
+    DirectLaunch(CONF)
+    (kept,) = cache.glob("launch-*.json")
+    assert kept.stat().st_mode & 0o077 == 0  # this user's only
+    assert "do-not-keep-me" not in kept.read_text()
