@@ -284,3 +284,15 @@ def ablation_sleep(
         time.sleep(seconds / steps)
         reporter.broadcast(score * step / steps, step=step)
     return score
+
+
+def batch_reports(x: float, steps: int, every: float, reporter: Reporter) -> float:
+    """``bench/reports.py``: a trial that reports ``steps`` times as fast as it can
+    (a training loop that broadcasts every batch), with reports held back for up to
+    ``every`` seconds (``maggy_core.reporter.REPORT_EVERY``; 0 sends each one)."""
+    from maggy_core import reporter as reporter_module
+
+    reporter_module.REPORT_EVERY = every
+    for step in range(steps):
+        reporter.broadcast(x, step=step)
+    return x

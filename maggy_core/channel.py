@@ -102,6 +102,9 @@ MESSAGE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 FINAL_STATUSES = ("finished", "early_stopped")
 VERDICTS = ("stop", "go")
+#: Most points a ``metric`` event may carry in ``earlier`` (reports a worker held
+#: back to send with a later one: see ``maggy_core.reporter.REPORT_EVERY``).
+MAX_EARLIER = 256
 
 #: Limits on what the channel accepts. Messages are refused above them (decoded
 #: as a MessageError, counted as malformed and acknowledged), so nothing written to
@@ -212,11 +215,45 @@ def validate(body: Mapping[str, Any]) -> None:
             f"field 'status' of a 'final' message: must be one of {FINAL_STATUSES}, "
             f"got {body['status']!r}"
         )
+    if kind == "metric" and "earlier" in body:
+        _check_earlier(body["earlier"])
     if kind == "verdict" and body["verdict"] not in VERDICTS:
         raise MessageError(
             f"field 'verdict' of a 'verdict' message: must be one of {VERDICTS}, "
             f"got {body['verdict']!r}"
         )
+
+
+def _check_earlier(points: Any) -> None:
+    """``earlier`` of a ``metric`` event: up to :data:`MAX_EARLIER` ``[step, value]``
+    pairs (a non-negative integer and a finite number), the reports before this one."""
+    where = "field 'earlier' of a 'metric' message"
+    if not isinstance(points, list) or len(points) > MAX_EARLIER:
+        raise MessageError(f"{where}: must be a list of at most {MAX_EARLIER} [step, value] pairs")
+    for point in points:
+        ok = isinstance(point, list) and len(point) == 2
+        step, value = (point[0], point[1]) if ok else (None, None)
+        if not (
+            ok
+            and isinstance(step, int)
+            and not isinstance(step, bool)
+            and step >= 0
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ):
+            raise MessageError(
+                f"{where}: each point must be [a non-negative integer step, a finite "
+                f"number], got {point!r}"
+            )
+
+
+def metric_points(message: Mapping[str, Any]) -> list[tuple[int, float]]:
+    """The ``(step, value)`` points of a decoded ``metric`` event, in report order:
+    those it carries in ``earlier``, then its own."""
+    points = [(int(s), float(v)) for s, v in message.get("earlier") or ()]
+    points.append((int(message["step"]), float(message["value"])))
+    return points
 
 
 def key_prefix(experiment_id: str) -> str:
@@ -430,10 +467,8 @@ def live_histories(
                 continue
             trial = message.get("trial")
             if trial in found:
-                try:
-                    found[trial][int(message["step"])] = float(message["value"])
-                except (KeyError, TypeError, ValueError):
-                    continue
+                for step, value in metric_points(message):
+                    found[trial][step] = value
         if len(entries) < page:
             break
         last = entries[-1][0]
@@ -579,10 +614,20 @@ class WorkerChannel(_Channel):
             },
         )
 
-    def report(self, trial: str, attempt: int, step: int, value: float, wait: float = 0.0) -> bool:
+    def report(
+        self,
+        trial: str,
+        attempt: int,
+        step: int,
+        value: float,
+        wait: float = 0.0,
+        earlier: list[tuple[int, float]] | None = None,
+    ) -> bool:
         """Send a metric and read the trial's stop flag in one round trip.
 
         Args:
+            earlier: Reports held back since the last send (at most
+                :data:`MAX_EARLIER`), sent in this event before its own point.
             wait: When > 0, the report asks for the stopping rule's verdict on it and
                 waits up to ``wait`` seconds for it, in the same round trip (the
                 pipeline's ``BLPOP`` on ``verdict:<w>``): a trial the rule stops at
@@ -597,6 +642,8 @@ class WorkerChannel(_Channel):
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         fields: dict[str, Any] = {"trial": trial, "attempt": attempt, "step": step, "value": value}
+        if earlier:
+            fields["earlier"] = [[s, v] for s, v in earlier]
         if wait > 0:
             fields["ask"] = 1
         pipe = self.client.pipeline(transaction=False)

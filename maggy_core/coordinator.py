@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from maggy_core.channel import KEEP_ALIVE, CoordinatorChannel
+from maggy_core.channel import KEEP_ALIVE, CoordinatorChannel, metric_points
 from maggy_core.exceptions import MessageError
 from maggy_core.optimizers import DONE, WAIT, Optimizer, Suggestion
 from maggy_core.records import (
@@ -284,7 +284,8 @@ class Coordinator:
             return
         worker.seq = seq
         if kind == "metric":
-            self._on_metric(trial, worker, msg["step"], float(msg["value"]))
+            for step, value in metric_points(msg):
+                self._on_metric(trial, worker, step, value)
         elif kind == "log":
             self.store.trial_log(trial.trial_id, msg["msg"])
         elif kind in ("final", "error"):
@@ -302,7 +303,8 @@ class Coordinator:
         )
         if trial is not None and live:
             worker.seq = msg["seq"]
-            self._on_metric(trial, worker, msg["step"], float(msg["value"]))
+            for step, value in metric_points(msg):
+                self._on_metric(trial, worker, step, value)
         stop = trial is None or not live or self.table.stop_pending(trial)
         self.channel.verdict(worker.worker_id, msg["trial"], msg["attempt"], msg["step"], stop)
 

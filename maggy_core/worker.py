@@ -315,6 +315,7 @@ def _run_trial(
             "traceback": clip(traceback.format_exc()),
         }
     duration = time.perf_counter() - t0
+    reporter.flush()  # the reports it held back go before the outcome
     encoded = channel.event(
         kind, trial=trial, attempt=attempt, start=start, duration=duration, **outcome
     )

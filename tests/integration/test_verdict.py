@@ -22,6 +22,7 @@ import pytest
 
 from maggy_core.channel import CoordinatorChannel, WorkerChannel
 from maggy_core.coordinator import Coordinator
+from maggy_core.exceptions import EarlyStopException
 from maggy_core.modes import mode_of, stopping_rule
 from maggy_core.reporter import Reporter, asks_at
 from maggy_core.results import ResultStore
@@ -204,3 +205,85 @@ def test_closing_a_worker_channel_waits_for_its_heartbeat(redis_url):
         cleanup.client.delete(cleanup.key("workers"))
         cleanup.close()
     assert [m for m in failures if "heartbeat failed" in m] == []
+
+
+def test_reports_of_a_fast_loop_go_together_and_none_is_lost(redis_url, tmp_path, monkeypatch):
+    # A function that reports every "batch" as fast as it can: the worker sends its
+    # reports in far fewer events (about one per REPORT_EVERY), the coordinator's
+    # history of each trial still holds every point in order, and a stop requested
+    # while it runs still reaches it.
+    sent: list[int] = []
+    original = WorkerChannel.report
+
+    def counted(self, trial, attempt, step, value, wait=0.0, earlier=None):
+        sent.append(1 + len(earlier or ()))
+        return original(self, trial, attempt, step, value, wait, earlier)
+
+    monkeypatch.setattr(WorkerChannel, "report", counted)
+
+    def train(x, reporter):
+        for step in range(2000):
+            reporter.broadcast(x + step, step=step)
+            if step % 100 == 0:
+                time.sleep(0.01)
+        return x
+
+    spec = ExperimentSpec.from_dict(
+        {
+            "name": "held",
+            "train_fn": "maggy_core.examples.sleep:train",
+            "searchspace": {"x": ["DOUBLE", [0.0, 1.0]]},
+            "num_trials": 4,
+            "workers": 2,
+            "es_policy": "none",
+            "hb_interval": 0.5,
+            "seed": 5,
+        }
+    )
+    result = _run_threads(spec, train, redis_url, tmp_path)
+    assert result["status"] == "finished", result["reason"]
+    assert len(result["trials"]) == 4
+    for t in result["trials"]:
+        assert t["status"] == "finished"
+        x = t["params"]["x"]
+        assert [s for s, _ in t["history"]] == list(range(2000)), t["trial_id"]
+        assert all(v == pytest.approx(x + s) for s, v in t["history"])
+    assert sum(sent) == 4 * 2000  # every report was sent once
+    assert len(sent) < 4 * 2000 / 20, len(sent)  # in far fewer events
+
+
+def test_a_held_back_report_goes_with_the_next_one_that_asks(redis_url, tmp_path):
+    exp = f"test-held-{uuid.uuid4().hex[:8]}"
+    co = CoordinatorChannel(redis_url, exp)
+    co.open(1, {})
+    worker = WorkerChannel(redis_url, exp, "e1-w0.0", 1)
+    try:
+        reporter = Reporter(worker, "t0000", 1, {}, tmp_path, {"rungs": [3], "max_step": 9})
+        events: list[dict[str, Any]] = []
+
+        def answer_the_ask() -> None:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                for _entry, msg in co.read_events(block_ms=100):
+                    events.append(msg)
+                    if msg.get("ask") == 1:
+                        co.verdict(msg["worker"], msg["trial"], msg["attempt"], msg["step"], True)
+                        return
+
+        helper = threading.Thread(target=answer_the_ask)
+        helper.start()
+        with pytest.raises(EarlyStopException):
+            for step in range(4):
+                reporter.broadcast(0.5 + step, step=step)
+        helper.join(timeout=10)
+        # Step 0 went at once; 1 and 2 were held and went with 3, which asked and
+        # was told to stop.
+        assert [(m["step"], m.get("earlier")) for m in events] == [
+            (0, None),
+            (3, [[1, 1.5], [2, 2.5]]),
+        ]
+        assert reporter.history == [(0, 0.5), (1, 1.5), (2, 2.5), (3, 3.5)]
+    finally:
+        worker.close()
+        co.finish(expire_seconds=5)
+        co.close()

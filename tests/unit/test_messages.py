@@ -53,11 +53,34 @@ def test_round_trip_adds_version():
             "field 'step'",
         ),
         (json.dumps({**metric(), "v": 1, "attempt": True}), "field 'attempt'"),
+        (json.dumps({**metric(), "v": 1, "earlier": {"1": 2}}), "field 'earlier'"),
+        (json.dumps({**metric(), "v": 1, "earlier": [[1]]}), "field 'earlier'"),
+        (json.dumps({**metric(), "v": 1, "earlier": [[-1, 0.5]]}), "field 'earlier'"),
+        (json.dumps({**metric(), "v": 1, "earlier": [[1.5, 0.5]]}), "field 'earlier'"),
+        (json.dumps({**metric(), "v": 1, "earlier": [[1, True]]}), "field 'earlier'"),
+        (json.dumps({**metric(), "v": 1, "earlier": [[1, "x"]]}), "field 'earlier'"),
+        (
+            '{"v": 1, "type": "metric", "worker": "w", "epoch": 1, "trial": "t", "attempt": 1, '
+            '"seq": 1, "step": 2, "value": 0.5, "earlier": [[1, NaN]]}',
+            "field 'earlier'",
+        ),
+        (
+            json.dumps({**metric(), "v": 1, "earlier": [[i, 0.0] for i in range(257)]}),
+            "field 'earlier'",
+        ),
     ],
 )
 def test_bad_messages_name_the_field(raw, needle):
     with pytest.raises(MessageError, match=needle):
         decode(raw)
+
+
+def test_a_metric_carries_the_reports_held_before_it_in_order():
+    from maggy_core.channel import metric_points
+
+    body = decode(encode(metric(step=5, value=0.9, earlier=[[3, 0.7], [4, 0.8]])))
+    assert metric_points(body) == [(3, 0.7), (4, 0.8), (5, 0.9)]
+    assert metric_points(decode(encode(metric()))) == [(2, 0.5)]
 
 
 def test_nan_never_leaves_the_process():
