@@ -576,6 +576,9 @@ class WorkerChannel(_Channel):
         self._hb_client: Any = None
         self._seq = 0
         self._warned: set[str] = set()
+        #: Whether the last :meth:`report` reached Redis (the reporter holds the
+        #: points of one that did not, to send with the next).
+        self.last_report_sent = True
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -667,10 +670,12 @@ class WorkerChannel(_Channel):
                     # An answer to an earlier report that gave up waiting: next one.
                     item = self.client.blpop([self.verdict_key(self.worker)], timeout=left)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            # Redis is away: the trial goes on without this point of its curve
-            # rather than failing for the channel's sake.
+            # Redis is away: the trial goes on rather than failing for the channel's
+            # sake; the reporter sends these points again with its next report.
             self._warn_once("a metric report", exc)
+            self.last_report_sent = False
             return False
+        self.last_report_sent = True
         return flag == STOP.encode()
 
     @staticmethod

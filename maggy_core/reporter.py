@@ -316,13 +316,18 @@ class Reporter:
         wait = VERDICT_WAIT if asks_at(self._asks, previous, step) else 0.0
         if self._channel is not None:
             now = time.monotonic()
-            if wait == 0.0 and now - self._sent_at < REPORT_EVERY and len(self._held) < MAX_EARLIER:
+            recent = now - self._sent_at < REPORT_EVERY
+            failing = not getattr(self._channel, "last_report_sent", True)
+            if wait == 0.0 and recent and (len(self._held) < MAX_EARLIER or failing):
                 self._held.append((step, value))  # goes with a later report
+                if len(self._held) > MAX_EARLIER:  # Redis is away: the newest only
+                    del self._held[0]
             else:
                 earlier, self._held = self._held, []
                 self._sent_at = now
                 if self._channel.report(self.trial_id, self.attempt, step, value, wait, earlier):
                     self.stopped = True
+                self._hold_unsent([*earlier, (step, value)])
         if self.stopped:
             raise EarlyStopException(value)
 
@@ -336,6 +341,15 @@ class Reporter:
         (step, value), earlier = held[-1], held[:-1]
         self._sent_at = time.monotonic()
         self._channel.report(self.trial_id, self.attempt, step, value, 0.0, earlier)
+        self._hold_unsent(held)
+
+    def _hold_unsent(self, points: list[tuple[int, float]]) -> None:
+        """Keep the points of a send that did not reach Redis (an outage) for the
+        next one: the newest :data:`~maggy_core.channel.MAX_EARLIER` of them, so a
+        short outage costs the curve nothing and a long one its oldest points."""
+        if getattr(self._channel, "last_report_sent", True):
+            return
+        self._held = [*points, *self._held][-MAX_EARLIER:]
 
     def log(self, msg: Any, jupyter: bool = False) -> None:
         """Write a line to the trial's log (kept in the results directory).
