@@ -61,11 +61,11 @@ def cache_dir() -> Path | None:
     return Path(base) / "maggy" / "jvm"
 
 
-def _java_binary() -> str | None:
+def java_binary() -> str | None:
     """The ``java`` that ``spark-submit`` runs: ``$JAVA_HOME/bin/java``, else PATH's."""
     home = os.environ.get("JAVA_HOME")
     java = os.path.join(home, "bin", "java") if home else shutil.which("java")
-    return os.path.realpath(java) if java and os.path.exists(java) else None
+    return java if java and os.path.exists(java) else None
 
 
 def spark_home() -> str | None:
@@ -112,9 +112,10 @@ def _pyspark_version() -> str | None:
 def archive_name(java_options: str) -> str | None:
     """The archive's file name for this JDK, Spark and JVM options (``None`` if
     either cannot be found)."""
-    java, spark_home = _java_binary(), _spark_home()
+    java, spark_home = java_binary(), _spark_home()
     if java is None or spark_home is None:
         return None
+    java = os.path.realpath(java)
     parts = [java, spark_home, java_options]
     for path in (java, os.path.join(spark_home, "jars")):
         with contextlib.suppress(OSError):
@@ -236,23 +237,36 @@ class DriverArchive:
         self.writing = None
 
 
-def end_gateway(gateway: Any, timeout: float) -> bool:
-    """End the JVM behind a py4j gateway that this process launched: it exits when
-    its standard input closes. Returns whether it exited within ``timeout`` seconds
-    (if not, it is killed)."""
+def begin_ending(gateway: Any) -> Any:
+    """Tell the JVM behind a py4j gateway that this process launched to exit, without
+    waiting: the gateway is shut down (its threads leave their socket reads, which
+    the JVM's exit would otherwise wait for) and the JVM's standard input closed.
+    Returns the JVM's process, or ``None`` for a gateway without one."""
     proc = getattr(gateway, "proc", None)
     with contextlib.suppress(Exception):
         gateway.shutdown()
-    if proc is None:
-        return True
-    with contextlib.suppress(Exception):
-        proc.stdin.close()
+    if proc is not None:
+        with contextlib.suppress(Exception):
+            proc.stdin.close()
+    return proc
+
+
+def wait_for_exit(proc: Any, timeout: float) -> bool:
+    """Whether ``proc`` exited within ``timeout`` seconds (if not, it is killed)."""
     try:
         proc.wait(timeout)
         return True
     except Exception:
         proc.kill()
         return False
+
+
+def end_gateway(gateway: Any, timeout: float) -> bool:
+    """End the JVM behind a py4j gateway that this process launched (see
+    :func:`begin_ending`). Returns whether it exited within ``timeout`` seconds (if
+    not, it is killed)."""
+    proc = begin_ending(gateway)
+    return True if proc is None else wait_for_exit(proc, timeout)
 
 
 def _jvm_pid(sc: Any) -> int | None:

@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from maggy_core.jvm_archive import cache_dir, spark_home
+from maggy_core.jvm_archive import cache_dir, java_binary, spark_home
 
 log = logging.getLogger("maggy")
 
@@ -59,13 +59,6 @@ POLL = 0.005
 #: Settings whose values are secrets (Spark's own ``spark.redaction.regex``): a
 #: command that holds one is used once and not kept on disk.
 SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]key")
-
-
-def java_binary() -> str | None:
-    """The ``java`` that ``bin/spark-class`` runs: ``$JAVA_HOME/bin/java``, else PATH's."""
-    home = os.environ.get("JAVA_HOME")
-    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
-    return java if java and os.path.exists(java) else None
 
 
 class DirectLaunch:

@@ -315,19 +315,16 @@ class Reporter:
         self.history.append((step, value))
         wait = VERDICT_WAIT if asks_at(self._asks, previous, step) else 0.0
         if self._channel is not None:
-            now = time.monotonic()
-            recent = now - self._sent_at < REPORT_EVERY
-            failing = not getattr(self._channel, "last_report_sent", True)
+            recent = time.monotonic() - self._sent_at < REPORT_EVERY
+            failing = not self._channel.last_report_sent
             if wait == 0.0 and recent and (len(self._held) < MAX_EARLIER or failing):
                 self._held.append((step, value))  # goes with a later report
                 if len(self._held) > MAX_EARLIER:  # Redis is away: the newest only
                     del self._held[0]
             else:
                 earlier, self._held = self._held, []
-                self._sent_at = now
-                if self._channel.report(self.trial_id, self.attempt, step, value, wait, earlier):
+                if self._send(step, value, wait, earlier):
                     self.stopped = True
-                self._hold_unsent([*earlier, (step, value)])
         if self.stopped:
             raise EarlyStopException(value)
 
@@ -339,17 +336,19 @@ class Reporter:
             return
         held, self._held = self._held, []
         (step, value), earlier = held[-1], held[:-1]
-        self._sent_at = time.monotonic()
-        self._channel.report(self.trial_id, self.attempt, step, value, 0.0, earlier)
-        self._hold_unsent(held)
+        self._send(step, value, 0.0, earlier)
 
-    def _hold_unsent(self, points: list[tuple[int, float]]) -> None:
-        """Keep the points of a send that did not reach Redis (an outage) for the
-        next one: the newest :data:`~maggy_core.channel.MAX_EARLIER` of them, so a
-        short outage costs the curve nothing and a long one its oldest points."""
-        if getattr(self._channel, "last_report_sent", True):
-            return
-        self._held = [*points, *self._held][-MAX_EARLIER:]
+    def _send(self, step: int, value: float, wait: float, earlier: list[tuple[int, float]]) -> bool:
+        """One metric event of ``earlier`` and ``(step, value)``; returns whether the
+        trial was asked to stop. The points of a send that did not reach Redis (an
+        outage) are held for the next one, the newest :data:`MAX_EARLIER` of them, so
+        a short outage costs the curve nothing and a long one its oldest points."""
+        assert self._channel is not None
+        self._sent_at = time.monotonic()
+        stop = self._channel.report(self.trial_id, self.attempt, step, value, wait, earlier)
+        if not self._channel.last_report_sent:
+            self._held = [*earlier, (step, value), *self._held][-MAX_EARLIER:]
+        return stop
 
     def log(self, msg: Any, jupyter: bool = False) -> None:
         """Write a line to the trial's log (kept in the results directory).

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from maggy_core.channel import CoordinatorChannel
 from maggy_core.coordinator import Coordinator
 from maggy_core.exceptions import SpecError
-from maggy_core.jvm_archive import DriverArchive, end_gateway
+from maggy_core.jvm_archive import DriverArchive, begin_ending, end_gateway, wait_for_exit
 from maggy_core.jvm_launch import DirectLaunch, connect_gateway, start_jvm
 from maggy_core.loading import load_callable
 from maggy_core.modes import mode_of, stopping_rule
@@ -269,13 +269,9 @@ class SparkStart:
         still run as it exits (they remove Spark's temporary directories).
         """
         gateway: Any = getattr(self._sc_class, "_gateway", None)
-        proc = getattr(gateway, "proc", None)
-        if proc is None:  # already ended (the archive's writer), or not ours
+        if getattr(gateway, "proc", None) is None:  # ended (the archive's writer), or not ours
             return
-        with contextlib.suppress(Exception):
-            gateway.shutdown()
-        with contextlib.suppress(Exception):
-            proc.stdin.close()
+        proc = begin_ending(gateway)
         # The next SparkContext of this process starts a new JVM.
         self._sc_class._gateway = None
         self._sc_class._jvm = None
@@ -286,11 +282,8 @@ class SparkStart:
         for a context that was never made (the run failed before Spark was needed)."""
         if self._ending is not None:
             proc, self._ending = self._ending, None
-            try:
-                proc.wait(30.0)
-            except Exception:
+            if not wait_for_exit(proc, 30.0):
                 log.warning("the driver JVM did not exit within 30 s of its stop: killed")
-                proc.kill()
             return
         if self._made or self._thread is None:
             return
